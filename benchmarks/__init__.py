@@ -1,0 +1,1 @@
+"""Benchmarks of tommer against the PyTorch reference path."""

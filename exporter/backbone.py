@@ -1,0 +1,164 @@
+"""Load a Hugging Face decoder cut to its first ``layer + 1`` blocks.
+
+Only blocks 0..L are ever built: the configuration is cut before the model is
+instantiated, so the weights of later blocks and of the LM head are never
+materialised (``AutoModel`` has no LM head). The tensor the span head reads is
+the residual stream after block L, before the final norm: the final norm is
+swapped for an identity while the model is exported (``without_final_norm``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from ..runtime.errors import ExportError
+from .hub import resolve_repo_folder
+
+# model_type -> attribute of the base model holding the final norm
+SUPPORTED_ARCHITECTURES: dict[str, str] = {
+    "llama": "norm",
+    "mistral": "norm",
+    "qwen2": "norm",
+    "gpt_neox": "final_layer_norm",
+    "phi": "final_layernorm",
+}
+BACKBONE_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken"]
+# per-layer lists in some configurations that must be cut with num_hidden_layers
+PER_LAYER_FIELDS = ("layer_types",)
+
+
+@dataclass
+class TruncatedBackbone:
+    """A base model with blocks 0..layer only, plus what describes it."""
+
+    model: nn.Module
+    model_type: str
+    folder: Path
+    source: str
+    revision: str | None
+    layer: int
+    num_layers_total: int
+    hidden_size: int
+    vocab_size: int
+    max_positions: int
+
+
+def supported_list() -> str:
+    return ", ".join(sorted(SUPPORTED_ARCHITECTURES))
+
+
+def check_architecture(model_type: str, source: str) -> None:
+    if model_type not in SUPPORTED_ARCHITECTURES:
+        raise ExportError(
+            f"backbone {source}: architecture {model_type!r} is not supported; supported architectures: "
+            f"{supported_list()}"
+        )
+
+
+def cut_config(config, layer: int, source: str):
+    """Copy of ``config`` with ``layer + 1`` blocks; errors if the layer does not exist."""
+    total = int(config.num_hidden_layers)
+    if not 0 <= layer < total:
+        raise ExportError(
+            f"--layer {layer} is past the depth of backbone {source}, which has {total} blocks "
+            f"(valid layers: 0..{total - 1})"
+        )
+    cut = copy.deepcopy(config)
+    cut.num_hidden_layers = layer + 1
+    for name in PER_LAYER_FIELDS:
+        value = getattr(cut, name, None)
+        if isinstance(value, list) and len(value) == total:
+            setattr(cut, name, value[: layer + 1])
+    return cut
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Silence the expected 'weights of later blocks were not used' report."""
+    logger = logging.getLogger("transformers")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def load_truncated_backbone(ref: str, layer: int, revision: str | None = None,
+                            token: str | bool | None = None) -> TruncatedBackbone:
+    """Load a decoder from a Hub id or local folder with only blocks 0..layer, in fp32.
+
+    Raises:
+        ExportError: unsupported architecture, layer past the depth, weights
+            missing for a kept block, gated or missing repository.
+    """
+    from transformers import AutoConfig, AutoModel
+
+    folder = resolve_repo_folder(ref, revision=revision, token=token,
+                                 allow_patterns=BACKBONE_PATTERNS, what="backbone")
+    config = AutoConfig.from_pretrained(folder)
+    check_architecture(config.model_type, ref)
+    total = int(config.num_hidden_layers)
+    cut = cut_config(config, layer, ref)
+    if not any(folder.glob("*.safetensors")):
+        raise ExportError(f"backbone {ref}: no *.safetensors weights in {folder}; only safetensors "
+                          "checkpoints are loaded (they cannot run code when read)")
+    with _quiet_transformers():
+        model, info = AutoModel.from_pretrained(folder, config=cut, dtype=torch.float32,
+                                                output_loading_info=True)
+    missing = [k for k in info.get("missing_keys", []) if "rotary" not in k]
+    if missing:
+        raise ExportError(f"backbone {ref}: weights missing for kept blocks: {sorted(missing)[:8]}")
+    kept = len(model.layers)  # every supported base model keeps its blocks in .layers
+    assert kept == layer + 1, f"expected {layer + 1} blocks after truncation, found {kept}"
+    model.eval()
+    return TruncatedBackbone(
+        model=model, model_type=config.model_type, folder=folder, source=ref, revision=revision,
+        layer=layer, num_layers_total=total, hidden_size=int(config.hidden_size),
+        vocab_size=int(config.vocab_size),
+        max_positions=int(getattr(config, "max_position_embeddings", 2048) or 2048),
+    )
+
+
+@contextlib.contextmanager
+def without_final_norm(model: nn.Module, model_type: str) -> Iterator[nn.Module]:
+    """Swap the final norm for an identity, so the output is the residual stream after block L."""
+    name = SUPPORTED_ARCHITECTURES[model_type]
+    norm = getattr(model, name)
+    setattr(model, name, nn.Identity())
+    try:
+        yield model
+    finally:
+        setattr(model, name, norm)
+
+
+class BackboneForExport(nn.Module):
+    """Positional-tensor wrapper: ``(input_ids, attention_mask) -> hidden states after block L``.
+
+    The backbones are causal decoders fed right-padded batches, so real tokens
+    never attend to padding and the attention mask does not change their hidden
+    states: the backbone runs with its plain causal mask (a simpler, faster
+    graph), and ``attention_mask`` is used by the span head only.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        out = self.model(input_ids=input_ids, use_cache=False)
+        return out.last_hidden_state  # (batch, seq, hidden)
+
+
+def hidden_states_after_block(backbone: TruncatedBackbone, input_ids: torch.Tensor) -> torch.Tensor:
+    """Reference hidden states (batch, seq, hidden) after block L, before the final norm."""
+    with without_final_norm(backbone.model, backbone.model_type) as model, torch.no_grad():
+        return BackboneForExport(model)(input_ids, torch.ones_like(input_ids)).to(torch.float32)

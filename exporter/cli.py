@@ -1,0 +1,90 @@
+"""``tommer-export``: a thin Typer command over ``export_bundle``."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..runtime.errors import TommerError
+
+DEFAULT_BACKBONE = "meta-llama/Llama-3.2-1B"
+DEFAULT_HEAD = "VictorMorand/ToMMeR-Llama-3.2-1B_L{layer}_R64"
+
+app = typer.Typer(add_completion=False, help="Fuse a layer-truncated LLM and a ToMMeR span head into one validated ONNX bundle.")
+
+
+class DType(str, Enum):
+    fp32 = "fp32"
+    fp16 = "fp16"
+    bf16 = "bf16"
+
+
+class Quantization(str, Enum):
+    int8 = "int8"
+
+
+def default_output(backbone: str, layer: int, dtype: str, quantize: str | None) -> str:
+    name = Path(backbone.rstrip("/")).name or "backbone"
+    return f"tommer-{name}-L{layer}-{quantize or dtype}"
+
+
+@app.command()
+def export(
+    layer: int = typer.Option(..., "--layer", help="Backbone block whose output the head reads (0-based); blocks after it are never loaded."),
+    backbone: str = typer.Option(DEFAULT_BACKBONE, help="Hugging Face decoder: Hub id or local folder."),
+    head: Optional[str] = typer.Option(None, help="llm2ner head: Hub id (owner/name[/subfolder]) or local folder. [default: VictorMorand/ToMMeR-Llama-3.2-1B_L{layer}_R64]"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Bundle folder to write. [default: ./tommer-<backbone>-L<layer>-<dtype or int8>]"),
+    dtype: DType = typer.Option(DType.fp32, help="Precision of the backbone in the graph (fp16/bf16 for GPUs); the head always runs in fp32."),
+    quantize: Optional[Quantization] = typer.Option(None, help="int8: dynamic int8 quantization of the backbone's MatMuls, for CPUs (needs --dtype fp32). [default: none]"),
+    max_span_tokens: int = typer.Option(32, help="Band width for heads trained without a sliding window (longest span scored, in tokens); windowed heads use window+1."),
+    revision: Optional[str] = typer.Option(None, help="Backbone revision (branch, tag or commit) on the Hub. [default: main]"),
+    head_revision: Optional[str] = typer.Option(None, help="Head revision on the Hub. [default: main]"),
+    token: Optional[str] = typer.Option(None, envvar="HF_TOKEN", help="Hugging Face token for gated or private repos. [default: $HF_TOKEN or the cached login]"),
+    overwrite: bool = typer.Option(False, help="Replace the output folder if it exists."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors and the final summary line."),
+) -> None:
+    """Export blocks 0..LAYER of BACKBONE and the span HEAD as one ONNX graph, validate it, write a bundle."""
+    from ..exporter.export import export_bundle
+    from ..exporter.spec import ExportOptions
+
+    out = output or Path(default_output(backbone, layer, dtype.value, quantize.value if quantize else None))
+    options = ExportOptions(
+        backbone=backbone, head=head or DEFAULT_HEAD.format(layer=layer), layer=layer, output=str(out),
+        dtype=dtype.value, quantize=quantize.value if quantize else None, max_span_tokens=max_span_tokens,
+        revision=revision, head_revision=head_revision, token=token, overwrite=overwrite,
+    )
+    start = time.perf_counter()
+
+    def step(message: str) -> None:
+        if not quiet:
+            typer.echo(f"[{time.perf_counter() - start:7.1f}s] {message}", err=True)
+
+    try:
+        manifest = export_bundle(options, step=step)
+    except TommerError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from None
+    report = manifest.validation
+    size = sum(p.stat().st_size for p in out.iterdir())
+    typer.echo(
+        f"wrote {out} ({size / 1e6:.1f} MB, {manifest.dtype}{'/' + manifest.quantization if manifest.quantization else ''}, "
+        f"band {manifest.band_width}) in {time.perf_counter() - start:.1f}s; validation: max abs error "
+        f"{report['max_abs_error']:.2e}, span exact-match {report['exact_match_rate']:.3f}, DICE {report['dice']:.3f} "
+        f"over {report['texts']} texts"
+    )
+    if not quiet:
+        typer.echo(json.dumps({"files": manifest.files}, indent=2), err=True)
+
+
+def main() -> None:
+    app(prog_name="tommer-export")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""The reference maths of the span head (spec section 3), in fp32 PyTorch.
+
+This is the dense ``(seq, seq)`` computation as the reference code does it,
+min/max pooling included, for ONE text without padding. The exporter validates
+its graphs against it, and the tests use it too. Batches are scored one text at
+a time, which is the padding rule of the spec: a text's output is the
+reference's output for that text alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .head import Head, HeadConfig
+
+
+def valid_pairs(n: int, config: HeadConfig) -> torch.Tensor:
+    """Boolean (n, n) mask of valid (end i, start j) pairs."""
+    i = torch.arange(n).unsqueeze(1)
+    j = torch.arange(n).unsqueeze(0)
+    window = config.sliding_window
+    if config.causal_mask:
+        valid = j <= i
+        if window > 0:
+            valid &= (i - j) <= window
+    else:
+        valid = (i - j).abs() <= window
+    if config.mask_bos:
+        valid &= j != 0
+    return valid
+
+
+def _pool_right_strict(a: torch.Tensor, sign: float) -> torch.Tensor:
+    """max (sign=1) or min (sign=-1) over k > j of a[..., i, k], zeros padded past the row."""
+    n = a.shape[-1]
+    pooled = F.max_pool2d(F.pad(sign * a, (-1, n), value=0.0).unsqueeze(0), kernel_size=(1, n), stride=1)
+    return sign * pooled.squeeze(0)
+
+
+def dense_span_probs(hidden: torch.Tensor, head: Head) -> torch.Tensor:
+    """Span probabilities of one unpadded text.
+
+    Args:
+        hidden: (n, d) hidden states of the text (BOS first).
+        head: the span head.
+
+    Returns:
+        (n, n) fp32 probabilities, ``[i, j]`` = P(span from token j to token i); 0 where invalid.
+    """
+    cfg = head.config
+    hidden = hidden.to(torch.float32)
+    q, k = hidden @ head.w_q, hidden @ head.w_k  # (n, r)
+    if cfg.use_cosine:
+        q, k = F.normalize(q, dim=-1, eps=1e-12), F.normalize(k, dim=-1, eps=1e-12)
+    scores = cfg.scale * (q @ k.T)  # (n, n)
+    valid = valid_pairs(hidden.shape[0], cfg)
+    a0 = scores.masked_fill(~valid, 0.0).unsqueeze(0)  # (1, n, n)
+    end = (hidden @ head.w_fc.T + head.b_fc).squeeze(-1)  # (n,)
+    end2d = end.unsqueeze(-1).expand(-1, hidden.shape[0]).unsqueeze(0)  # (1, n, n)
+    next2d = F.pad(end2d, (0, 0, -1, 1), value=0.0)  # row i holds e_{i+1}; last row 0
+    features = torch.stack([a0, _pool_right_strict(a0, -1.0), _pool_right_strict(a0, 1.0), end2d, next2d], dim=1)
+    logits = (head.cl_w.reshape(1, 5, 1, 1) * features).sum(dim=1).squeeze(0)  # (n, n)
+    return torch.sigmoid(logits).masked_fill(~valid, 0.0)
+
+
+def dense_to_band(dense: torch.Tensor, band_width: int) -> torch.Tensor:
+    """(n, n) ``[i, j]`` -> (n, band_width) ``[i, o]`` with j = i - o (0 where j < 0)."""
+    n = dense.shape[0]
+    band = torch.zeros(n, band_width, dtype=dense.dtype)
+    for o in range(min(band_width, n)):
+        band[o:, o] = torch.diagonal(dense, offset=-o)
+    return band
+
+
+def reference_band(hidden: torch.Tensor | np.ndarray, attention_mask: torch.Tensor | np.ndarray,
+                   head: Head, band_width: int) -> np.ndarray:
+    """Band of span probabilities for a right-padded batch, one text at a time.
+
+    Args:
+        hidden: (batch, seq, d) hidden states; padded positions are ignored.
+        attention_mask: (batch, seq), 1 for real tokens (right padding).
+        head: the span head.
+        band_width: number of offsets kept per end token.
+
+    Returns:
+        (batch, seq, band_width) fp32 array, zero on padding.
+    """
+    hidden = torch.as_tensor(np.asarray(hidden, dtype=np.float32))
+    lengths = np.asarray(attention_mask).sum(axis=1).astype(int)
+    out = np.zeros((hidden.shape[0], hidden.shape[1], band_width), dtype=np.float32)
+    with torch.no_grad():
+        for b, n in enumerate(lengths):
+            out[b, :n] = dense_to_band(dense_span_probs(hidden[b, :n], head), band_width).numpy()
+    return out

@@ -1,0 +1,44 @@
+"""The export described as data: names, axes, opset, shapes, tolerances."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..runtime.bundle import INPUT_NAMES, OUTPUT_NAME
+
+DTYPES = ("fp32", "fp16", "bf16")
+QUANTIZATIONS = ("int8",)
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    """Fixed facts of every tommer graph (one place, no magic numbers in functions)."""
+
+    opset: int = 18
+    input_names: tuple[str, ...] = INPUT_NAMES
+    output_name: str = OUTPUT_NAME
+    hidden_name: str = "hidden_states"
+    dynamic_axes: tuple[str, str] = ("batch", "sequence")
+    trace_shape: tuple[int, int] = (2, 11)  # validation runs at other shapes
+    external_data_over_bytes: int = 1_500_000_000  # protobuf stops at 2 GB
+    fp32_max_abs_error: float = 1e-4  # span probabilities, graph vs reference
+    low_precision_min_dice: float = 0.5  # below this a fp16/bf16/int8 export is broken, not just lossy
+    int8_block_size: int = 32  # MatMulNBits block along K for --quantize int8
+    threshold: float = 0.5  # decoding threshold for span-level agreement
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What the user asked for."""
+
+    backbone: str
+    head: str
+    layer: int
+    output: str
+    dtype: str = "fp32"
+    quantize: str | None = None
+    max_span_tokens: int = 32
+    revision: str | None = None
+    head_revision: str | None = None
+    token: str | bool | None = None
+    overwrite: bool = False

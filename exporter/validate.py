@@ -1,0 +1,154 @@
+"""Check an exported graph against the reference maths, at shapes other than the trace shape."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..runtime.decoding import decode_threshold
+from ..runtime.errors import ParityError, collect_and_raise
+from ..runtime.session import create_session, run_band
+from ..runtime.tokenization import Encoding, pad_batch
+from .spec import ExportSpec
+
+
+@dataclass(frozen=True)
+class ReferenceSet:
+    """Texts as token ids and the reference band of each text computed alone."""
+
+    encodings: list[Encoding]
+    bands: list[np.ndarray]  # each (n_i, band_width)
+
+
+def span_set(band: np.ndarray, threshold: float) -> set[tuple[int, int]]:
+    starts, ends, _ = decode_threshold(band, threshold)
+    return set(zip(starts.tolist(), ends.tolist()))
+
+
+def dice(a: set, b: set) -> float:
+    """DICE of two span sets; two empty sets agree fully (1.0)."""
+    return 1.0 if not a and not b else 2 * len(a & b) / (len(a) + len(b))
+
+
+def agreement(reference: list[np.ndarray], other: list[np.ndarray], threshold: float) -> dict[str, float]:
+    """Span-level agreement: exact-match rate of per-text span sets and DICE over all spans."""
+    ref_sets = [span_set(b, threshold) for b in reference]
+    oth_sets = [span_set(b, threshold) for b in other]
+    exact = float(np.mean([r == o for r, o in zip(ref_sets, oth_sets)]))
+    pooled_ref = {(t, *s) for t, spans in enumerate(ref_sets) for s in spans}
+    pooled_oth = {(t, *s) for t, spans in enumerate(oth_sets) for s in spans}
+    return {"exact_match_rate": exact, "dice": dice(pooled_ref, pooled_oth),
+            "reference_spans": len(pooled_ref), "spans": len(pooled_oth)}
+
+
+def _batch_layouts(n: int, trace_shape: tuple[int, int]) -> list[tuple[list[int], int]]:
+    """Batches (text indices, extra padding) that differ from the trace shape and from each other."""
+    everything = list(range(n))
+    return [
+        (everything, 0),  # all at once, padded to the longest
+        (everything[::-1][: max(3, trace_shape[0] + 1)], 5),  # reversed, extra padding
+        *[([i], 0) for i in everything],  # each alone, no padding
+    ]
+
+
+def run_graph(model_path: Path, refs: ReferenceSet, pad_token_id: int, spec: ExportSpec,
+              provider: str = "cpu") -> tuple[list[dict[int, np.ndarray]], list[tuple[int, int]]]:
+    """Run the graph over several batch layouts; returns {text index: band} per layout, and shapes."""
+    session = create_session(model_path, provider)
+    per_layout, shapes = [], []
+    for members, extra in _batch_layouts(len(refs.encodings), spec.trace_shape):
+        seqs = [refs.encodings[i].ids for i in members]
+        ids, mask = pad_batch(seqs, pad_token_id, max(len(s) for s in seqs) + extra)
+        band = run_band(session, ids, mask)
+        shapes.append(tuple(ids.shape))
+        out: dict[int, np.ndarray] = {}
+        for row, i in enumerate(members):
+            n = len(refs.encodings[i])
+            out[i] = band[row, :n]
+            if np.any(band[row, n:] != 0):
+                raise ParityError(f"{model_path}: non-zero span probabilities on padding (text {i})")
+        per_layout.append(out)
+    return per_layout, shapes
+
+
+def validation_provider(dtype: str) -> str | None:
+    """Where a graph of ``dtype`` can be validated: fp16/bf16 on CUDA when present (that is
+    where they run; the CPU provider computes fp16 in fp32 and has no bf16 kernels)."""
+    import onnxruntime as ort
+
+    if dtype in ("fp16", "bf16") and "CUDAExecutionProvider" in ort.get_available_providers():
+        return "cuda"
+    return None if dtype == "bf16" else "cpu"
+
+
+def estimated_report(refs: ReferenceSet, bands: list[np.ndarray], dtype: str, spec: ExportSpec) -> dict[str, Any]:
+    """Agreement of ``dtype`` weights run in PyTorch, for graphs no local provider can run."""
+    found = agreement(refs.bands, bands, spec.threshold)
+    if found["dice"] < spec.low_precision_min_dice:
+        raise ParityError(f"{dtype} weights: span DICE against the fp32 reference {found['dice']:.3f} "
+                          f"< {spec.low_precision_min_dice}")
+    return {
+        "reference": "tommer.exporter.reference (fp32 PyTorch, one text at a time, unpadded)",
+        "measured_with": f"torch-cpu-{dtype}: no local onnxruntime provider runs {dtype} graphs; the graph "
+                         "itself was not run here (validate it on a GPU with onnxruntime-gpu)",
+        "graph_run": False,
+        "texts": len(refs.encodings),
+        "tokens": int(sum(len(e) for e in refs.encodings)),
+        "max_abs_error": max(float(np.max(np.abs(b - r), initial=0.0)) for b, r in zip(bands, refs.bands)),
+        "threshold": spec.threshold,
+        **found,
+        "min_dice": spec.low_precision_min_dice,
+        "passed": True,
+    }
+
+
+def validate_graph(model_path: Path, refs: ReferenceSet, pad_token_id: int, dtype: str,
+                   quantization: str | None, spec: ExportSpec, provider: str = "cpu") -> dict[str, Any]:
+    """Compare the graph with the reference; raise ParityError (all failures at once) if out of tolerance.
+
+    fp32 graphs must match to ``spec.fp32_max_abs_error`` with identical decoded spans in every
+    batch layout. Lower precisions report their span agreement and fail only when it is so low
+    that the export is broken rather than lossy.
+    """
+    per_layout, shapes = run_graph(model_path, refs, pad_token_id, spec, provider)
+    errors = [float(np.max(np.abs(band - refs.bands[i]), initial=0.0))
+              for layout in per_layout for i, band in layout.items()]
+    invariance = max(float(np.max(np.abs(band - per_layout[0][i]), initial=0.0))
+                     for layout in per_layout[1:] for i, band in layout.items())
+    agreements = [agreement([refs.bands[i] for i in layout], list(layout.values()), spec.threshold)
+                  for layout in per_layout]
+    worst = dict(agreements[0])  # the layout with every text; spans are counted once
+    worst["exact_match_rate"] = min(a["exact_match_rate"] for a in agreements)
+    worst["dice"] = min(a["dice"] for a in agreements)
+    exact_precision = dtype == "fp32" and quantization is None
+    report = {
+        "reference": "tommer.exporter.reference (fp32 PyTorch, one text at a time, unpadded)",
+        "measured_with": f"onnxruntime-{provider}",
+        "graph_run": True,
+        "texts": len(refs.encodings),
+        "tokens": int(sum(len(e) for e in refs.encodings)),
+        "batch_shapes": [list(s) for s in shapes],
+        "max_abs_error": max(errors),
+        "batch_invariance_max_abs_diff": invariance,
+        "threshold": spec.threshold,
+        **worst,
+        "tolerance": spec.fp32_max_abs_error if exact_precision else None,
+        "min_dice": None if exact_precision else spec.low_precision_min_dice,
+        "passed": True,
+    }
+    problems = []
+    if exact_precision:
+        if report["max_abs_error"] > spec.fp32_max_abs_error:
+            problems.append(f"max abs error of span probabilities {report['max_abs_error']:.3g} "
+                            f"> tolerance {spec.fp32_max_abs_error:g}")
+        if worst["exact_match_rate"] < 1.0:
+            problems.append(f"decoded spans differ from the reference on "
+                            f"{(1 - worst['exact_match_rate']) * len(refs.encodings):.0f} text(s) at threshold {spec.threshold}")
+    elif worst["dice"] < spec.low_precision_min_dice:
+        problems.append(f"span DICE against fp32 reference {worst['dice']:.3f} < {spec.low_precision_min_dice}")
+    collect_and_raise(problems, ParityError, f"exported graph {model_path.name} ({dtype}"
+                      f"{', ' + quantization if quantization else ''}) failed validation")
+    return report

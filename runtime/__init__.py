@@ -1,0 +1,1 @@
+"""The torch-free runtime: bundle reading, tokenization, inference, decoding, Parquet I/O."""

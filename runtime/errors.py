@@ -1,0 +1,33 @@
+"""Typed errors for failures a user can act on.
+
+Every message says what was expected, what was found and what to do.
+"""
+
+from __future__ import annotations
+
+
+class TommerError(Exception):
+    """Base class of every error tommer raises on purpose."""
+
+
+class BundleError(TommerError):
+    """A bundle folder is missing, incomplete, tampered with or of another format."""
+
+
+class ParityError(TommerError):
+    """An exported graph disagrees with the reference maths beyond tolerance."""
+
+
+class InputError(TommerError):
+    """A user input (file, column, row, option) is not what it must be."""
+
+
+class ExportError(TommerError):
+    """A model cannot be exported as asked (architecture, layer, head, access)."""
+
+
+def collect_and_raise(problems: list[str], error: type[TommerError], title: str) -> None:
+    """Raise ``error`` once with every problem listed, if there is any."""
+    if problems:
+        lines = "\n".join(f"  - {p}" for p in problems)
+        raise error(f"{title}:\n{lines}")

@@ -1,0 +1,73 @@
+"""Tokenize texts exactly as the exported graph was validated.
+
+Texts are encoded without special tokens by the bundle's ``tokenizer.json``
+(the Rust tokenizer, parallel over a batch) and the bundle's BOS id is put in
+front, with the empty character range (0, 0). Offsets are Python string indices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from .bundle import Manifest
+from .errors import BundleError
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """One text: token ids with BOS first, and (n, 2) character offsets (BOS: (0, 0))."""
+
+    ids: np.ndarray  # (n,) int64
+    offsets: np.ndarray  # (n, 2) int64
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+
+class BundleTokenizer:
+    """The tokenizer of a bundle, with its BOS rule."""
+
+    def __init__(self, path: str | Path, bos_token_id: int, pad_token_id: int):
+        try:
+            self._tok = Tokenizer.from_file(str(path))
+        except Exception as exc:  # the Rust tokenizer raises a plain Exception
+            raise BundleError(f"{path}: cannot read the tokenizer ({exc})") from exc
+        self._tok.no_padding()
+        self._tok.no_truncation()
+        self.bos_token_id = int(bos_token_id)
+        self.pad_token_id = int(pad_token_id)
+
+    @classmethod
+    def from_bundle(cls, folder: str | Path, manifest: Manifest) -> "BundleTokenizer":
+        info = manifest.tokenizer
+        return cls(Path(folder) / info.file, info.bos_token_id, info.pad_token_id)
+
+    def encode_batch(self, texts: list[str]) -> list[Encoding]:
+        """Encode texts (parallel in Rust); never truncates."""
+        encodings = self._tok.encode_batch(texts, add_special_tokens=False)  # with offsets
+        out = []
+        for enc in encodings:
+            n = len(enc.ids) + 1
+            ids = np.empty(n, dtype=np.int64)
+            ids[0] = self.bos_token_id
+            ids[1:] = enc.ids
+            offsets = np.zeros((n, 2), dtype=np.int64)
+            if n > 1:
+                offsets[1:] = np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)
+            out.append(Encoding(ids, offsets))
+        return out
+
+
+def pad_batch(sequences: list[np.ndarray], pad_token_id: int, length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad id sequences into ``(input_ids, attention_mask)``, both (batch, length) int64."""
+    length = max(len(s) for s in sequences) if length is None else length
+    ids = np.full((len(sequences), length), pad_token_id, dtype=np.int64)
+    mask = np.zeros((len(sequences), length), dtype=np.int64)
+    for b, seq in enumerate(sequences):
+        ids[b, : len(seq)] = seq
+        mask[b, : len(seq)] = 1
+    return ids, mask
