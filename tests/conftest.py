@@ -1,0 +1,61 @@
+"""Shared fixtures: the published head from ../shared, tiny random backbones and heads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+REAL_HEAD = SHARED / "models" / "ToMMeR-Llama-3.2-1B_L6_R64"
+GOLDEN = SHARED / "fixtures" / "head_golden.npz"
+TESTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "gpt_neox", "phi")
+TINY_LAYER = 2
+
+
+def pytest_collection_modifyitems(config, items):
+    if not REAL_HEAD.is_dir() or not GOLDEN.is_file():
+        raise pytest.UsageError(f"the shared models and fixtures are missing: expected {SHARED} beside the repository")
+
+
+@pytest.fixture(scope="session")
+def real_head_dir() -> Path:
+    return REAL_HEAD
+
+
+@pytest.fixture(scope="session")
+def golden():
+    import numpy as np
+
+    return dict(np.load(GOLDEN))
+
+
+@pytest.fixture(scope="session")
+def tiny_factory(tmp_path_factory):
+    """Build (once per session) a tiny random backbone of an architecture, and a head for it."""
+    from tommer.exporter.random_models import make_backbone, make_head
+
+    cache: dict[str, tuple[Path, Path]] = {}
+
+    def build(arch: str = "llama") -> tuple[Path, Path]:
+        if arch not in cache:
+            root = tmp_path_factory.mktemp(f"tiny-{arch}")
+            backbone = make_backbone(root / "backbone", arch, num_layers=4)
+            head = make_head(root / "head", hidden_size=64, layer=TINY_LAYER)
+            cache[arch] = (backbone, head)
+        return cache[arch]
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_factory, tmp_path_factory):
+    """A fp32 bundle of the tiny Llama, exported once per session."""
+    from tommer.exporter.export import export_bundle
+    from tommer.exporter.spec import ExportOptions
+
+    backbone, head = tiny_factory("llama")
+    out = tmp_path_factory.mktemp("bundles") / "tiny-llama"
+    export_bundle(ExportOptions(backbone=str(backbone), head=str(head), layer=TINY_LAYER, output=str(out)))
+    return out

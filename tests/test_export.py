@@ -1,0 +1,179 @@
+"""End-to-end exports of tiny random backbones: parity with the full model, precisions, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TESTED_ARCHITECTURES, TINY_LAYER
+from tommer.exporter.backbone import SUPPORTED_ARCHITECTURES
+from tommer.exporter.export import export_bundle
+from tommer.exporter.head import load_head
+from tommer.exporter.random_models import make_backbone, make_head
+from tommer.exporter.reference import reference_band
+from tommer.exporter.spec import ExportOptions, ExportSpec
+from tommer.runtime.bundle import read_manifest
+from tommer.runtime.decoding import decode_threshold
+from tommer.runtime.errors import ExportError, ParityError
+from tommer.runtime.session import create_session, run_band
+from tommer.runtime.tokenization import BundleTokenizer, pad_batch
+
+TEXTS = ["Barack Obama visited Paris and Berlin in 2014.", "Hi", "",
+         "The Amazon river flows through Brazil, Peru and Colombia to the Atlantic Ocean."]
+PARITY = 1e-4  # span probabilities, ONNX graph vs reference maths on full-model hidden states
+
+
+def export(backbone, head, out, **kw):
+    return export_bundle(ExportOptions(backbone=str(backbone), head=str(head), layer=kw.pop("layer", TINY_LAYER),
+                                       output=str(out), **kw))
+
+
+def graph_bands(bundle, texts):
+    manifest = read_manifest(bundle)
+    tok = BundleTokenizer.from_bundle(bundle, manifest)
+    encodings = tok.encode_batch(texts)
+    ids, mask = pad_batch([e.ids for e in encodings], manifest.tokenizer.pad_token_id)
+    return run_band(create_session(bundle / "model.onnx"), ids, mask), ids, mask
+
+
+def full_model_hidden(backbone_dir, ids, mask, layer):
+    """hidden_states[layer + 1] of the FULL model, each text alone: the tensor the head must read."""
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(backbone_dir).eval()
+    hidden = np.zeros((*ids.shape, model.config.hidden_size), np.float32)
+    with torch.no_grad():
+        for b, n in enumerate(mask.sum(1)):
+            out = model(input_ids=torch.from_numpy(ids[b : b + 1, :n]), output_hidden_states=True)
+            hidden[b, :n] = out.hidden_states[layer + 1][0].numpy()
+            post_norm = out.last_hidden_state[0].numpy()
+    return hidden, post_norm
+
+
+def test_every_supported_architecture_is_tested():
+    assert set(SUPPORTED_ARCHITECTURES) == set(TESTED_ARCHITECTURES)
+
+
+@pytest.mark.parametrize("arch", TESTED_ARCHITECTURES)
+def test_architecture_exports_with_parity_to_full_model(arch, tiny_factory, tmp_path):
+    backbone, head_dir = tiny_factory(arch)
+    manifest = export(backbone, head_dir, tmp_path / "bundle")
+    assert manifest.backbone.architecture == arch and manifest.validation["exact_match_rate"] == 1.0
+    band, ids, mask = graph_bands(tmp_path / "bundle", TEXTS)
+    hidden, _ = full_model_hidden(backbone, ids, mask, TINY_LAYER)
+    head = load_head(head_dir)
+    expected = reference_band(hidden, mask, head, manifest.band_width)
+    np.testing.assert_allclose(band, expected, atol=PARITY, rtol=0)
+    for b, n in enumerate(mask.sum(1)):
+        got, want = decode_threshold(band[b, :n]), decode_threshold(expected[b, :n])
+        assert [g.tolist() for g in got[:2]] == [w.tolist() for w in want[:2]], f"spans differ for text {b}"
+    assert sum(len(decode_threshold(band[b])[0]) for b in range(len(TEXTS))) > 0, "no span decoded: weak test"
+
+
+def test_final_norm_is_not_applied(tiny_factory, tiny_bundle):
+    """The graph matches hidden_states[L+1]; the post-norm tensor of a cut model would differ."""
+    backbone, head_dir = tiny_factory("llama")
+    band, ids, mask = graph_bands(tiny_bundle, TEXTS[:1])
+    from transformers import AutoConfig, AutoModel
+
+    config = AutoConfig.from_pretrained(backbone)
+    config.num_hidden_layers = TINY_LAYER + 1
+    cut = AutoModel.from_pretrained(backbone, config=config).eval()
+    with torch.no_grad():
+        post_norm = cut(input_ids=torch.from_numpy(ids)).last_hidden_state.numpy()
+    wrong = reference_band(post_norm, mask, load_head(head_dir), band.shape[-1])
+    assert np.abs(wrong - band).max() > 1e-2
+
+
+def test_batch_invariance(tiny_bundle):
+    """A text alone and in a padded batch with companions gives the same band."""
+    together, _, mask = graph_bands(tiny_bundle, TEXTS)
+    for b, text in enumerate(TEXTS):
+        alone, _, m = graph_bands(tiny_bundle, [text])
+        n = int(m.sum())
+        np.testing.assert_allclose(together[b, :n], alone[0, :n], atol=1e-5, rtol=0)
+        assert not together[b, n:].any()
+
+
+@pytest.mark.parametrize("dtype,quantize", [("fp16", None), ("bf16", None), ("fp32", "int8")])
+def test_low_precision_carries_agreement(dtype, quantize, tiny_factory, tmp_path):
+    backbone, head_dir = tiny_factory("llama")
+    manifest = export(backbone, head_dir, tmp_path / "b", dtype=dtype, quantize=quantize)
+    report = manifest.validation
+    assert (manifest.dtype, manifest.quantization) == (dtype, quantize)
+    assert 0.5 <= report["dice"] <= 1.0 and 0.0 <= report["exact_match_rate"] <= 1.0
+    assert report["reference_spans"] > 0
+    if dtype == "bf16":
+        assert report["graph_run"] is False and "torch-cpu-bf16" in report["measured_with"]
+    else:
+        # padding never leaks in; what remains is rounding of GEMMs blocked per shape, at fp16 precision
+        assert report["graph_run"] and report["batch_invariance_max_abs_diff"] <= (1e-3 if dtype == "fp16" else 1e-5)
+        band, _, mask = graph_bands(tmp_path / "b", TEXTS)
+        assert band.dtype == np.float32 and not band[mask == 0].any()
+
+
+def test_int8_quantizes_backbone_matmuls_only(tiny_factory, tmp_path):
+    import onnx
+
+    backbone, head_dir = tiny_factory("llama")
+    export(backbone, head_dir, tmp_path / "b", quantize="int8")
+    model = onnx.load(tmp_path / "b" / "model.onnx")
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("MatMulNBits") == 7 * (TINY_LAYER + 1)  # q, k, v, o, gate, up, down per block
+    assert "SpanBand" in ops
+    head_inits = {i.name: i for i in model.graph.initializer if i.name.startswith("head.")}
+    assert all(i.data_type == onnx.TensorProto.FLOAT for i in head_inits.values()) and len(head_inits) == 5
+
+
+def test_real_head_on_wide_random_backbone(real_head_dir, tmp_path):
+    """The published head (hidden 2048) on an 8-block random backbone, cut at layer 6."""
+    backbone = make_backbone(tmp_path / "wide", "llama", num_layers=8, hidden_size=2048, intermediate_size=64,
+                             num_attention_heads=2, num_key_value_heads=1, vocab_size=512)
+    manifest = export(backbone, real_head_dir, tmp_path / "b", layer=6)
+    assert manifest.band_width == 26 and manifest.backbone.num_layers_kept == 7
+    assert manifest.validation["max_abs_error"] <= 1e-4 and manifest.validation["exact_match_rate"] == 1.0
+    band, ids, mask = graph_bands(tmp_path / "b", TEXTS)
+    hidden, _ = full_model_hidden(backbone, ids, mask, 6)
+    expected = reference_band(hidden, mask, load_head(real_head_dir), 26)
+    np.testing.assert_allclose(band, expected, atol=PARITY, rtol=0)
+
+
+def test_errors_a_user_can_act_on(tiny_factory, tmp_path):
+    backbone, head_dir = tiny_factory("llama")
+    with pytest.raises(ExportError, match="trained on layer 2, but --layer is 1"):
+        export(backbone, head_dir, tmp_path / "a", layer=1)
+    with pytest.raises(ExportError, match=r"--layer 9 is past the depth .* 4 blocks"):
+        export(backbone, make_head(tmp_path / "h9", 64, layer=9), tmp_path / "a", layer=9)
+    with pytest.raises(ExportError, match="hidden states of size 32, backbone .* has hidden size 64"):
+        export(backbone, make_head(tmp_path / "h32", 32, layer=TINY_LAYER), tmp_path / "a")
+    gpt2 = tmp_path / "gpt2"
+    from transformers import GPT2Config, GPT2Model
+
+    GPT2Model(GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=100)).save_pretrained(gpt2)
+    with pytest.raises(ExportError, match="'gpt2' is not supported; supported architectures: gpt_neox, llama"):
+        export(gpt2, head_dir, tmp_path / "a")
+    with pytest.raises(ExportError, match="--quantize int8 is for CPUs"):
+        export(backbone, head_dir, tmp_path / "a", dtype="fp16", quantize="int8")
+    (tmp_path / "exists").mkdir()
+    with pytest.raises(ExportError, match="already exists: pass --overwrite"):
+        export(backbone, head_dir, tmp_path / "exists")
+    assert not (tmp_path / "a").exists()
+
+
+def test_failed_validation_leaves_nothing(tiny_factory, tmp_path):
+    backbone, head_dir = tiny_factory("llama")
+    strict = ExportSpec(fp32_max_abs_error=0.0)
+    with pytest.raises(ParityError, match="max abs error of span probabilities .* > tolerance 0"):
+        export_bundle(ExportOptions(backbone=str(backbone), head=str(head_dir), layer=TINY_LAYER,
+                                    output=str(tmp_path / "out")), spec=strict)
+    assert list(tmp_path.iterdir()) == [], "no bundle and no temporary folder left behind"
+
+
+def test_overwrite_replaces_bundle(tiny_factory, tmp_path):
+    backbone, head_dir = tiny_factory("llama")
+    first = export(backbone, head_dir, tmp_path / "b")
+    second = export(backbone, head_dir, tmp_path / "b", overwrite=True, quantize="int8")
+    assert read_manifest(tmp_path / "b").quantization == "int8" != first.quantization
+    assert second.files["model.onnx"] != first.files["model.onnx"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
