@@ -16,7 +16,7 @@ from ..runtime.errors import TommerError
 DEFAULT_BACKBONE = "meta-llama/Llama-3.2-1B"
 DEFAULT_HEAD = "VictorMorand/ToMMeR-Llama-3.2-1B_L{layer}_R64"
 
-app = typer.Typer(add_completion=False, help="Fuse a layer-truncated LLM and a ToMMeR span head into one validated ONNX bundle.")
+app = typer.Typer(add_completion=False, rich_markup_mode=None, help="Fuse a layer-truncated LLM and a ToMMeR span head into one validated ONNX bundle.")
 
 
 class DType(str, Enum):
@@ -41,7 +41,7 @@ def export(
     head: Optional[str] = typer.Option(None, help="llm2ner head: Hub id (owner/name[/subfolder]) or local folder. [default: VictorMorand/ToMMeR-Llama-3.2-1B_L{layer}_R64]"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Bundle folder to write. [default: ./tommer-<backbone>-L<layer>-<dtype or int8>]"),
     dtype: DType = typer.Option(DType.fp32, help="Precision of the backbone in the graph (fp16/bf16 for GPUs); the head always runs in fp32."),
-    quantize: Optional[Quantization] = typer.Option(None, help="int8: dynamic int8 quantization of the backbone's MatMuls, for CPUs (needs --dtype fp32). [default: none]"),
+    quantize: Optional[Quantization] = typer.Option(None, help="int8: 8-bit weights for the backbone's MatMuls (MatMulNBits; activations quantized per row at run time), for CPUs; needs --dtype fp32. [default: none]"),
     max_span_tokens: int = typer.Option(32, help="Band width for heads trained without a sliding window (longest span scored, in tokens); windowed heads use window+1."),
     revision: Optional[str] = typer.Option(None, help="Backbone revision (branch, tag or commit) on the Hub. [default: main]"),
     head_revision: Optional[str] = typer.Option(None, help="Head revision on the Hub. [default: main]"),

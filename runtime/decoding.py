@@ -19,9 +19,14 @@ STRATEGIES = ("threshold", "greedy", "flat", "nested")
 
 
 def candidates(band: np.ndarray, threshold: float) -> Spans:
-    """Every span with probability strictly above ``threshold``, sorted by (start, end)."""
+    """Every span with probability strictly above ``threshold``, sorted by (start, end).
+
+    Cells that would start before the text (``o > i``) are never candidates.
+    """
     band = np.asarray(band)
     ends, offsets = np.nonzero(band > threshold)
+    inside = offsets <= ends
+    ends, offsets = ends[inside], offsets[inside]
     starts = ends - offsets
     scores = band[ends, offsets].astype(np.float32)
     order = np.lexsort((ends, starts))

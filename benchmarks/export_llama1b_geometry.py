@@ -1,0 +1,102 @@
+"""Export a Llama-3.2-1B-geometry backbone (random weights) at layer 6: time, peak RSS, bundle size.
+
+    python benchmarks/export_llama1b_geometry.py --work /tmp/tommer-export-bench \
+        --out benchmarks/results/export_llama1b_geometry.json
+
+The full 16-block model is built from a config and saved with ``save_pretrained``
+(about 4.9 GB in fp32); each export then runs in a fresh process so that its peak
+RSS is its own. The published L6 head (hidden size 2048) is read from ../shared
+unless --head is given. Peak RSS must stay below the size of the full fp32 model:
+the exporter never materialises blocks 7..15.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+LLAMA_1B = dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+                num_key_value_heads=8, vocab_size=128256, max_position_embeddings=131072,
+                tie_word_embeddings=True, rope_theta=500000.0)
+DEFAULT_HEAD = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "ToMMeR-Llama-3.2-1B_L6_R64"
+
+CHILD = """
+import json, resource, sys, time
+from tommer.exporter.export import export_bundle
+from tommer.exporter.spec import ExportOptions
+args = json.loads(sys.argv[1])
+start = time.perf_counter()
+manifest = export_bundle(ExportOptions(**args))
+elapsed = time.perf_counter() - start
+print(json.dumps({"seconds": elapsed, "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                  "validation": manifest.validation}))
+"""
+
+
+def build_backbone(folder: Path) -> int:
+    """Save the random full model (fp32) and a tokenizer; returns the full model's parameter bytes."""
+    import torch
+    from transformers import AutoModel, LlamaConfig
+
+    from tommer.exporter.random_models import make_tokenizer
+
+    if not (folder / "config.json").exists():
+        torch.manual_seed(0)
+        model = AutoModel.from_config(LlamaConfig(**LLAMA_1B)).eval()
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "norm" in name:
+                    p.copy_(1.0 + 0.1 * torch.randn_like(p))
+        model.save_pretrained(folder)
+        make_tokenizer(folder)
+        del model
+    return sum(p.stat().st_size for p in folder.glob("*.safetensors"))
+
+
+def export_once(backbone: Path, head: Path, out: Path, quantize: str | None) -> dict:
+    args = dict(backbone=str(backbone), head=str(head), layer=6, output=str(out), quantize=quantize, overwrite=True)
+    proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(args)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"export failed ({quantize or 'fp32'}):\n{proc.stderr[-4000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["bundle_bytes"] = sum(p.stat().st_size for p in out.iterdir())
+    result["files"] = sorted(p.name for p in out.iterdir())
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/tommer-export-bench"), help="scratch folder (default: %(default)s)")
+    parser.add_argument("--head", type=Path, default=DEFAULT_HEAD, help="L6 head folder (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/export_llama1b_geometry.json"),
+                        help="JSON results (default: %(default)s)")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    full_bytes = build_backbone(args.work / "backbone")
+    build_seconds = time.perf_counter() - start
+    runs = {}
+    for quantize in (None, "int8"):
+        name = quantize or "fp32"
+        runs[name] = export_once(args.work / "backbone", args.head, args.work / f"bundle-{name}", quantize)
+        runs[name]["peak_rss_below_full_model"] = runs[name]["peak_rss_bytes"] < full_bytes
+        print(f"{name}: {runs[name]['seconds']:.1f} s, peak RSS {runs[name]['peak_rss_bytes'] / 1e9:.2f} GB "
+              f"(full fp32 model {full_bytes / 1e9:.2f} GB), bundle {runs[name]['bundle_bytes'] / 1e9:.2f} GB, "
+              f"max abs err {runs[name]['validation']['max_abs_error']:.2e}, DICE {runs[name]['validation']['dice']:.3f}")
+    result = {"machine": {"platform": platform.platform(), "cpus": __import__("os").cpu_count(),
+                          "python": platform.python_version()},
+              "model": {"geometry": "Llama-3.2-1B (random weights)", **LLAMA_1B, "layer": 6},
+              "full_model_fp32_bytes": full_bytes, "build_seconds": build_seconds, "exports": runs}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
