@@ -7,7 +7,9 @@ The full 16-block model is built from a config and saved with ``save_pretrained`
 (about 4.9 GB in fp32); each export then runs in a fresh process so that its peak
 RSS is its own. The published L6 head (hidden size 2048) is read from ../shared
 unless --head is given. Peak RSS must stay below the size of the full fp32 model:
-the exporter never materialises blocks 7..15.
+the exporter never materialises blocks 7..15. The torch stage runs in a child process
+while the exporter waits: ``peak_rss_bytes`` is the larger of the exporter's own peak and
+the child's peak plus the exporter's memory while the child ran (both are recorded).
 """
 
 from __future__ import annotations
@@ -30,12 +32,24 @@ CHILD = """
 import json, resource, sys, time
 from tommer.exporter.export import export_bundle
 from tommer.exporter.spec import ExportOptions
-args = json.loads(sys.argv[1])
-start = time.perf_counter()
-manifest = export_bundle(ExportOptions(**args))
-elapsed = time.perf_counter() - start
-print(json.dumps({"seconds": elapsed, "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-                  "validation": manifest.validation}))
+
+def rss_now():
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * resource.getpagesize()
+
+if __name__ == "__main__":
+    args = json.loads(sys.argv[1])
+    at_spawn = []
+    step = lambda message: at_spawn.append(rss_now()) if "child process" in message else None
+    start = time.perf_counter()
+    manifest = export_bundle(ExportOptions(**args), step=step)
+    elapsed = time.perf_counter() - start
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    print(json.dumps({"seconds": elapsed, "peak_rss_exporter_bytes": own, "peak_rss_torch_child_bytes": child,
+                      "rss_exporter_while_child_runs_bytes": max(at_spawn, default=0),
+                      "peak_rss_bytes": max(own, child + max(at_spawn, default=0)),
+                      "validation": manifest.validation}))
 """
 
 
@@ -61,7 +75,9 @@ def build_backbone(folder: Path) -> int:
 
 def export_once(backbone: Path, head: Path, out: Path, quantize: str | None) -> dict:
     args = dict(backbone=str(backbone), head=str(head), layer=6, output=str(out), quantize=quantize, overwrite=True)
-    proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(args)], capture_output=True, text=True)
+    script = out.parent / "export_child.py"
+    script.write_text(CHILD)
+    proc = subprocess.run([sys.executable, str(script), json.dumps(args)], capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"export failed ({quantize or 'fp32'}):\n{proc.stderr[-4000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -87,6 +103,8 @@ def main() -> None:
         runs[name] = export_once(args.work / "backbone", args.head, args.work / f"bundle-{name}", quantize)
         runs[name]["peak_rss_below_full_model"] = runs[name]["peak_rss_bytes"] < full_bytes
         print(f"{name}: {runs[name]['seconds']:.1f} s, peak RSS {runs[name]['peak_rss_bytes'] / 1e9:.2f} GB "
+              f"(exporter {runs[name]['peak_rss_exporter_bytes'] / 1e9:.2f}, torch child "
+              f"{runs[name]['peak_rss_torch_child_bytes'] / 1e9:.2f}) "
               f"(full fp32 model {full_bytes / 1e9:.2f} GB), bundle {runs[name]['bundle_bytes'] / 1e9:.2f} GB, "
               f"max abs err {runs[name]['validation']['max_abs_error']:.2e}, DICE {runs[name]['validation']['dice']:.3f}")
     result = {"machine": {"platform": platform.platform(), "cpus": __import__("os").cpu_count(),

@@ -35,22 +35,6 @@ BACKBONE_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken"
 PER_LAYER_FIELDS = ("layer_types",)
 
 
-@dataclass
-class TruncatedBackbone:
-    """A base model with blocks 0..layer only, plus what describes it."""
-
-    model: nn.Module
-    model_type: str
-    folder: Path
-    source: str
-    revision: str | None
-    layer: int
-    num_layers_total: int
-    hidden_size: int
-    vocab_size: int
-    max_positions: int
-
-
 def supported_list() -> str:
     return ", ".join(sorted(SUPPORTED_ARCHITECTURES))
 
@@ -92,40 +76,98 @@ def _quiet_transformers() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def load_truncated_backbone(ref: str, layer: int, revision: str | None = None,
-                            token: str | bool | None = None) -> TruncatedBackbone:
-    """Load a decoder from a Hub id or local folder with only blocks 0..layer, in fp32.
+@dataclass(frozen=True)
+class BackboneSource:
+    """A resolved backbone: local folder and configuration, before any weight is read."""
+
+    folder: Path
+    source: str
+    revision: str | None
+    config: object
+    layer: int
+
+    @property
+    def model_type(self) -> str:
+        return str(self.config.model_type)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.config.hidden_size)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.config.vocab_size)
+
+    @property
+    def num_layers_total(self) -> int:
+        return int(self.config.num_hidden_layers)
+
+    @property
+    def max_positions(self) -> int:
+        return int(getattr(self.config, "max_position_embeddings", 2048) or 2048)
+
+    @property
+    def weight_bytes(self) -> int:
+        """Bytes of the kept blocks' share of the checkpoint (a size estimate, from file sizes)."""
+        total = sum(p.stat().st_size for p in self.folder.glob("*.safetensors"))
+        return int(total * (self.layer + 1) / max(int(self.config.num_hidden_layers), 1))
+
+
+def inspect_backbone(ref: str, layer: int, revision: str | None = None,
+                     token: str | bool | None = None) -> BackboneSource:
+    """Resolve (download if needed) and check a backbone without reading its weights.
 
     Raises:
-        ExportError: unsupported architecture, layer past the depth, weights
-            missing for a kept block, gated or missing repository.
+        ExportError: unsupported architecture, layer past the depth, no safetensors
+            weights, gated or missing repository.
     """
-    from transformers import AutoConfig, AutoModel
+    from transformers import AutoConfig
 
     folder = resolve_repo_folder(ref, revision=revision, token=token,
                                  allow_patterns=BACKBONE_PATTERNS, what="backbone")
     config = AutoConfig.from_pretrained(folder)
     check_architecture(config.model_type, ref)
-    total = int(config.num_hidden_layers)
-    cut = cut_config(config, layer, ref)
+    cut_config(config, layer, ref)
     if not any(folder.glob("*.safetensors")):
         raise ExportError(f"backbone {ref}: no *.safetensors weights in {folder}; only safetensors "
                           "checkpoints are loaded (they cannot run code when read)")
+    return BackboneSource(folder=folder, source=ref, revision=revision, config=config, layer=layer)
+
+
+@dataclass
+class TruncatedBackbone:
+    """A base model holding blocks 0..layer only, and where it came from."""
+
+    model: nn.Module
+    src: BackboneSource
+
+    @property
+    def model_type(self) -> str:
+        return self.src.model_type
+
+    @property
+    def vocab_size(self) -> int:
+        return self.src.vocab_size
+
+
+def load_truncated_backbone(src: BackboneSource) -> TruncatedBackbone:
+    """Load blocks 0..layer of a resolved backbone, in fp32.
+
+    Raises:
+        ExportError: weights missing for a kept block.
+    """
+    from transformers import AutoModel
+
+    config, layer = src.config, src.layer
     with _quiet_transformers():
-        model, info = AutoModel.from_pretrained(folder, config=cut, dtype=torch.float32,
-                                                output_loading_info=True)
+        model, info = AutoModel.from_pretrained(src.folder, config=cut_config(config, layer, src.source),
+                                                dtype=torch.float32, output_loading_info=True)
     missing = [k for k in info.get("missing_keys", []) if "rotary" not in k]
     if missing:
-        raise ExportError(f"backbone {ref}: weights missing for kept blocks: {sorted(missing)[:8]}")
+        raise ExportError(f"backbone {src.source}: weights missing for kept blocks: {sorted(missing)[:8]}")
     kept = len(model.layers)  # every supported base model keeps its blocks in .layers
     assert kept == layer + 1, f"expected {layer + 1} blocks after truncation, found {kept}"
-    model.eval()
-    return TruncatedBackbone(
-        model=model, model_type=config.model_type, folder=folder, source=ref, revision=revision,
-        layer=layer, num_layers_total=total, hidden_size=int(config.hidden_size),
-        vocab_size=int(config.vocab_size),
-        max_positions=int(getattr(config, "max_position_embeddings", 2048) or 2048),
-    )
+    return TruncatedBackbone(model=model.eval(), src=src)
 
 
 @contextlib.contextmanager

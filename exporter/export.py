@@ -1,10 +1,18 @@
-"""``export_bundle``: head + truncated backbone -> one validated ONNX graph in a bundle folder."""
+"""``export_bundle``: head + truncated backbone -> one validated ONNX graph in a bundle folder.
+
+The torch stage (load blocks 0..L, compute the reference on the validation texts,
+trace, save the backbone graph) runs in a spawned child process for large backbones:
+all its memory returns to the system when it exits, so quantization, attaching the
+head and validation never sit on top of it. Peak memory stays below the full model's.
+"""
 
 from __future__ import annotations
 
-import gc
 import importlib.metadata as md
+import multiprocessing
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -16,7 +24,8 @@ from ..runtime.bundle import (FORMAT_VERSION, MODEL_NAME, TOKENIZER_NAME, Backbo
                               TokenizerInfo, atomic_folder, write_manifest)
 from ..runtime.errors import ExportError, collect_and_raise
 from ..runtime.tokenization import BundleTokenizer
-from .backbone import TruncatedBackbone, hidden_states_after_block, load_truncated_backbone
+from .backbone import (BackboneSource, TruncatedBackbone, hidden_states_after_block, inspect_backbone,
+                       load_truncated_backbone)
 from .graph import TORCH_DTYPES, attach_head, export_backbone, quantize_int8, save_model
 from .head import Head, load_head
 from .head_onnx import BandGeometry
@@ -46,52 +55,83 @@ def check_options(options: ExportOptions) -> None:
     collect_and_raise(problems, ExportError, "invalid export options")
 
 
-def check_compatible(head: Head, backbone: TruncatedBackbone, layer: int) -> None:
+def check_compatible(head: Head, src: BackboneSource, layer: int) -> None:
     problems = []
     if head.config.layer != layer:
         problems.append(f"head {head.source} was trained on layer {head.config.layer}, but --layer is {layer}: "
                         f"pass --layer {head.config.layer} or a head trained on layer {layer}")
-    if head.hidden_size != backbone.hidden_size:
+    if head.hidden_size != src.hidden_size:
         problems.append(f"head {head.source} reads hidden states of size {head.hidden_size}, backbone "
-                        f"{backbone.source} has hidden size {backbone.hidden_size}: they do not belong together")
+                        f"{src.source} has hidden size {src.hidden_size}: they do not belong together")
     collect_and_raise(problems, ExportError, "head and backbone do not fit")
 
 
-def save_tokenizer(backbone: TruncatedBackbone, folder: Path) -> TokenizerInfo:
+def save_tokenizer(src: BackboneSource, folder: Path) -> TokenizerInfo:
     """Write ``tokenizer.json`` (fast tokenizer) and choose the BOS and pad ids."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(backbone.folder)
+    tok = AutoTokenizer.from_pretrained(src.folder)
     if not getattr(tok, "is_fast", False):
-        raise ExportError(f"backbone {backbone.source}: no fast tokenizer (tokenizer.json) available; "
+        raise ExportError(f"backbone {src.source}: no fast tokenizer (tokenizer.json) available; "
                           "tommer needs one for exact character offsets")
     tok.backend_tokenizer.save(str(folder / TOKENIZER_NAME))
     bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
     if bos is None:
-        raise ExportError(f"backbone {backbone.source}: its tokenizer has neither a BOS nor an EOS token to open texts with")
+        raise ExportError(f"backbone {src.source}: its tokenizer has neither a BOS nor an EOS token to open texts with")
     pad = tok.pad_token_id if tok.pad_token_id is not None else bos
-    if len(tok) > backbone.vocab_size:
-        raise ExportError(f"backbone {backbone.source}: its tokenizer has {len(tok)} tokens but the model embeds only "
-                          f"{backbone.vocab_size}: tokenizer and weights do not belong together")
+    if len(tok) > src.vocab_size:
+        raise ExportError(f"backbone {src.source}: its tokenizer has {len(tok)} tokens but the model embeds only "
+                          f"{src.vocab_size}: tokenizer and weights do not belong together")
     return TokenizerInfo(file=TOKENIZER_NAME, bos_token_id=int(bos), pad_token_id=int(pad),
-                         max_tokens=min(backbone.max_positions, DEFAULT_MAX_TOKENS))
+                         max_tokens=min(src.max_positions, DEFAULT_MAX_TOKENS))
 
 
-def torch_bands(backbone: TruncatedBackbone, head: Head, encodings: list, geometry: BandGeometry) -> list[np.ndarray]:
-    """Bands of each text alone, from the torch backbone in its current dtype and the fp32 head."""
+def torch_bands(backbone: TruncatedBackbone, head: Head, ids: list[np.ndarray], band_width: int) -> list[np.ndarray]:
+    """Band of each text alone, from the torch backbone in its current dtype and the fp32 head."""
     bands = []
     with torch.no_grad():
-        for enc in encodings:
-            hidden = hidden_states_after_block(backbone, torch.from_numpy(enc.ids).unsqueeze(0))[0]
-            bands.append(dense_to_band(dense_span_probs(hidden, head), geometry.band_width).numpy())
+        for seq in ids:
+            hidden = hidden_states_after_block(backbone, torch.from_numpy(seq).unsqueeze(0))[0]
+            bands.append(dense_to_band(dense_span_probs(hidden, head), band_width).numpy())
     return bands
 
 
-def reference_set(backbone: TruncatedBackbone, head: Head, tokenizer: BundleTokenizer,
-                  geometry: BandGeometry) -> ReferenceSet:
-    """Reference bands of the validation texts, each computed alone in fp32."""
-    encodings = tokenizer.encode_batch(list(VALIDATION_TEXTS))
-    return ReferenceSet(encodings=encodings, bands=torch_bands(backbone, head, encodings, geometry))
+@dataclass(frozen=True)
+class TorchStage:
+    """Everything the torch stage needs (picklable, for a child process)."""
+
+    src: BackboneSource
+    head: Head
+    dtype: str
+    ids: list[np.ndarray]
+    band_width: int
+    estimate: bool  # also run the weights in ``dtype`` in torch (no local provider runs the graph)
+    graph_path: Path
+    spec: ExportSpec
+
+
+@dataclass(frozen=True)
+class TorchStageResult:
+    reference_bands: list[np.ndarray]
+    estimate_bands: list[np.ndarray] | None
+
+
+def run_torch_stage(stage: TorchStage) -> TorchStageResult:
+    """Load blocks 0..L, compute the fp32 reference, trace in ``dtype`` and save the backbone graph."""
+    backbone = load_truncated_backbone(stage.src)
+    reference = torch_bands(backbone, stage.head, stage.ids, stage.band_width)
+    estimate = None
+    if stage.estimate:
+        backbone.model.to(TORCH_DTYPES[stage.dtype])
+        estimate = torch_bands(backbone, stage.head, stage.ids, stage.band_width)
+    save_model(export_backbone(backbone, stage.dtype, stage.spec), stage.graph_path, stage.spec)
+    return TorchStageResult(reference, estimate)
+
+
+def run_torch_stage_isolated(stage: TorchStage) -> TorchStageResult:
+    """``run_torch_stage`` in a spawned child process, so that all its memory is returned after."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(run_torch_stage, stage).result()
 
 
 def library_versions() -> dict[str, str]:
@@ -104,81 +144,73 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def _build_graph(backbone: TruncatedBackbone, head: Head, geometry: BandGeometry, options: ExportOptions,
-                 spec: ExportSpec, target: Path, step: Step) -> None:
-    step(f"exporting blocks 0..{options.layer} in {options.dtype}")
-    model = export_backbone(backbone, options.dtype, spec)
-    backbone.model = None  # type: ignore[assignment]  # the graph holds the weights now
-    with tempfile.TemporaryDirectory(prefix="tommer-export-") as scratch:
-        if options.quantize == "int8":
-            step("quantizing the backbone's MatMuls to int8")
-            src = Path(scratch) / "backbone.onnx"
-            save_model(model, src, spec)
-            del model
-            gc.collect()
-            model = quantize_int8(src, Path(scratch) / "backbone.int8.onnx", spec)
-        attach_head(model, head, geometry, spec)
-        step("saving the graph")
-        save_model(model, target, spec)
-    del model
-    gc.collect()
+def _manifest(src: BackboneSource, head: Head, tok_info: TokenizerInfo, geometry: BandGeometry,
+              options: ExportOptions, spec: ExportSpec, report: dict) -> Manifest:
+    cfg = head.config
+    return Manifest(
+        format_version=FORMAT_VERSION,
+        tommer_version=library_versions()["tommer"],
+        backbone=BackboneInfo(source=src.source, architecture=src.model_type, hidden_size=src.hidden_size,
+                              num_layers_total=src.num_layers_total, num_layers_kept=options.layer + 1,
+                              vocab_size=src.vocab_size, max_positions=src.max_positions, revision=src.revision),
+        head=HeadInfo(source=head.source, llm_name=cfg.llm_name, layer=cfg.layer, rank=cfg.rank,
+                      causal=cfg.causal_mask, sliding_window=cfg.sliding_window, use_cosine=cfg.use_cosine,
+                      mask_bos=cfg.mask_bos, n_parameters=head.n_parameters, revision=head.revision),
+        tokenizer=tok_info, band_width=geometry.band_width, dtype=options.dtype, quantization=options.quantize,
+        opset=spec.opset, input_names=spec.input_names, output_name=spec.output_name,
+        library_versions=library_versions(), validation=report,
+    )
 
 
 def export_bundle(options: ExportOptions, spec: ExportSpec = ExportSpec(), step: Step = lambda _: None) -> Manifest:
     """Export, validate and write a bundle folder; nothing is left behind on failure.
 
+    Large backbones are loaded and traced in a spawned child process: a script that
+    calls this must guard its entry point with ``if __name__ == "__main__":``.
+
     Raises:
         ExportError: options, head, backbone or their fit are wrong.
         ParityError: the graph disagrees with the reference maths.
-        BundleError: the output folder exists and ``overwrite`` is off.
     """
     check_options(options)
     if Path(options.output).exists() and not options.overwrite:
         raise ExportError(f"output folder {options.output} already exists: pass --overwrite to replace it")
     step(f"loading head {options.head}")
     head = load_head(options.head, options.head_revision, options.token)
-    step(f"loading backbone {options.backbone}, blocks 0..{options.layer} only")
-    backbone = load_truncated_backbone(options.backbone, options.layer, options.revision, options.token)
-    check_compatible(head, backbone, options.layer)
+    step(f"resolving backbone {options.backbone}")
+    src = inspect_backbone(options.backbone, options.layer, options.revision, options.token)
+    check_compatible(head, src, options.layer)
     geometry = BandGeometry.for_head(head, options.max_span_tokens)
-    with atomic_folder(options.output, options.overwrite) as tmp:
-        tok_info = save_tokenizer(backbone, tmp)
-        tokenizer = BundleTokenizer(tmp / tok_info.file, tok_info.bos_token_id, tok_info.pad_token_id)
-        step("computing the reference on the validation texts")
-        refs = reference_set(backbone, head, tokenizer, geometry)
+    with atomic_folder(options.output, options.overwrite) as tmp, \
+            tempfile.TemporaryDirectory(prefix="tommer-export-") as scratch:
+        tok_info = save_tokenizer(src, tmp)
+        encodings = BundleTokenizer(tmp / tok_info.file, tok_info.bos_token_id,
+                                    tok_info.pad_token_id).encode_batch(list(VALIDATION_TEXTS))
         provider = validation_provider(options.dtype)
-        estimate = None
-        if provider is None:
-            step(f"no local provider runs {options.dtype} graphs: measuring {options.dtype} agreement in PyTorch")
-            backbone.model.to(TORCH_DTYPES[options.dtype])
-            estimate = torch_bands(backbone, head, refs.encodings, geometry)
-        _build_graph(backbone, head, geometry, options, spec, tmp / MODEL_NAME, step)
-        if estimate is not None:
-            report = estimated_report(refs, estimate, options.dtype, spec)
+        stage = TorchStage(src=src, head=head, dtype=options.dtype, ids=[e.ids for e in encodings],
+                           band_width=geometry.band_width, estimate=provider is None,
+                           graph_path=Path(scratch) / "backbone.onnx", spec=spec)
+        isolate = src.weight_bytes > spec.isolate_torch_over_bytes
+        step(f"loading blocks 0..{options.layer}, computing the reference, exporting in {options.dtype}"
+             f"{' (in a child process)' if isolate else ''}")
+        result = run_torch_stage_isolated(stage) if isolate else run_torch_stage(stage)
+        if options.quantize == "int8":
+            step("quantizing the backbone's MatMuls to int8")
+            model = quantize_int8(stage.graph_path, Path(scratch) / "backbone.int8.onnx", spec)
+        else:
+            model = ir.load(stage.graph_path)
+        attach_head(model, head, geometry, spec)
+        step("saving the graph")
+        save_model(model, tmp / MODEL_NAME, spec)
+        del model
+        refs = ReferenceSet(encodings=encodings, bands=result.reference_bands)
+        if result.estimate_bands is not None:
+            step(f"no local provider runs {options.dtype} graphs: agreement measured with the {options.dtype} "
+                 "weights in PyTorch")
+            report = estimated_report(refs, result.estimate_bands, options.dtype, spec)
         else:
             step(f"validating the graph against the reference on onnxruntime-{provider}")
             report = validate_graph(tmp / MODEL_NAME, refs, tok_info.pad_token_id, options.dtype,
                                     options.quantize, spec, provider)
-        manifest = Manifest(
-            format_version=FORMAT_VERSION,
-            tommer_version=library_versions()["tommer"],
-            backbone=BackboneInfo(source=backbone.source, architecture=backbone.model_type,
-                                  hidden_size=backbone.hidden_size, num_layers_total=backbone.num_layers_total,
-                                  num_layers_kept=options.layer + 1, vocab_size=backbone.vocab_size,
-                                  max_positions=backbone.max_positions, revision=backbone.revision),
-            head=HeadInfo(source=head.source, llm_name=head.config.llm_name, layer=head.config.layer,
-                          rank=head.config.rank, causal=head.config.causal_mask,
-                          sliding_window=head.config.sliding_window, use_cosine=head.config.use_cosine,
-                          mask_bos=head.config.mask_bos, n_parameters=head.n_parameters, revision=head.revision),
-            tokenizer=tok_info,
-            band_width=geometry.band_width,
-            dtype=options.dtype,
-            quantization=options.quantize,
-            opset=spec.opset,
-            input_names=spec.input_names,
-            output_name=spec.output_name,
-            library_versions=library_versions(),
-            validation=report,
-        )
-        manifest = write_manifest(tmp, manifest)
+        manifest = write_manifest(tmp, _manifest(src, head, tok_info, geometry, options, spec, report))
     return manifest

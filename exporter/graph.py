@@ -19,7 +19,7 @@ TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bflo
 
 def export_backbone(backbone: TruncatedBackbone, dtype: str, spec: ExportSpec) -> ir.Model:
     """Trace the truncated backbone (in ``dtype``) into an onnx-ir model; output: hidden states."""
-    model = backbone.model.to(TORCH_DTYPES[dtype])
+    model = backbone.model.to(TORCH_DTYPES[dtype])  # (batch, seq) ids -> (batch, seq, hidden)
     batch, seq = spec.trace_shape
     ids = torch.randint(0, backbone.vocab_size, (batch, seq), dtype=torch.int64)
     mask = torch.ones_like(ids)

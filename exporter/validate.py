@@ -57,7 +57,7 @@ def _batch_layouts(n: int, trace_shape: tuple[int, int]) -> list[tuple[list[int]
 def run_graph(model_path: Path, refs: ReferenceSet, pad_token_id: int, spec: ExportSpec,
               provider: str = "cpu") -> tuple[list[dict[int, np.ndarray]], list[tuple[int, int]]]:
     """Run the graph over several batch layouts; returns {text index: band} per layout, and shapes."""
-    session = create_session(model_path, provider)
+    session = create_session(model_path, provider, low_memory=True)
     per_layout, shapes = [], []
     for members, extra in _batch_layouts(len(refs.encodings), spec.trace_shape):
         seqs = [refs.encodings[i].ids for i in members]

@@ -34,11 +34,17 @@ def pick_provider(provider: str) -> str:
     return provider
 
 
-def create_session(model_path: str | Path, provider: str = "cpu", threads: int = 0) -> ort.InferenceSession:
-    """An inference session on ``provider`` (resolved by ``pick_provider``)."""
+def create_session(model_path: str | Path, provider: str = "cpu", threads: int = 0,
+                   low_memory: bool = False) -> ort.InferenceSession:
+    """An inference session on ``provider`` (resolved by ``pick_provider``).
+
+    ``low_memory`` skips the pre-packed copies of the weights (for a few small runs).
+    """
     name = pick_provider(provider)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if low_memory:
+        options.add_session_config_entry("session.disable_prepacking", "1")
     if threads > 0:
         options.intra_op_num_threads = threads
     providers = [PROVIDERS[name]] + ([PROVIDERS["cpu"]] if name != "cpu" else [])
