@@ -177,3 +177,14 @@ def test_overwrite_replaces_bundle(tiny_factory, tmp_path):
     assert read_manifest(tmp_path / "b").quantization == "int8" != first.quantization
     assert second.files["model.onnx"] != first.files["model.onnx"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+
+
+def test_torch_stage_in_child_process(tiny_factory, tiny_bundle, tmp_path):
+    """Large backbones are traced in a spawned process; the result is the same graph."""
+    backbone, head_dir = tiny_factory("llama")
+    manifest = export_bundle(ExportOptions(backbone=str(backbone), head=str(head_dir), layer=TINY_LAYER,
+                                           output=str(tmp_path / "b")), spec=ExportSpec(isolate_torch_over_bytes=0))
+    assert manifest.validation["exact_match_rate"] == 1.0
+    isolated, _, _ = graph_bands(tmp_path / "b", TEXTS)
+    in_process, _, _ = graph_bands(tiny_bundle, TEXTS)
+    np.testing.assert_allclose(isolated, in_process, atol=1e-6, rtol=0)

@@ -8,7 +8,8 @@ import sys
 CODE = """
 import sys
 import tommer, tommer.runtime
-from tommer.runtime import bundle, decoding, session, tokenization, errors
+from tommer.runtime import (annotator, batching, bundle, cli, decoding, errors, mentions, parquet_io,
+                            pipeline, session, tokenization, windows)
 heavy = sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'transformers', 'onnx', 'onnxscript'})
 print(','.join(heavy))
 """

@@ -1,0 +1,116 @@
+"""``tommer-annotate``: a thin Typer command over ``annotate_files``."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, rich_markup_mode=None,
+                  help="Annotate Parquet corpora with a tommer bundle: every mention of every document.")
+
+
+class Decoding(str, Enum):
+    threshold = "threshold"
+    greedy = "greedy"
+    flat = "flat"
+    nested = "nested"
+
+
+class Provider(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    tensorrt = "tensorrt"
+
+
+def _columns(value: Optional[str]) -> Optional[list[str]]:
+    return None if value is None else [c.strip() for c in value.split(",") if c.strip()]
+
+
+@app.command()
+def annotate(
+    source: str = typer.Argument(..., help="A Parquet file, a folder of *.parquet files (recursive), or a glob."),
+    model: Path = typer.Option(..., "--model", "-m", help="Bundle folder made by tommer-export."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="Output file (*.parquet, one input) or folder (one output per input file, same relative names). [default: <input>.mentions.parquet beside a single input file]"),
+    text_column: Optional[str] = typer.Option(None, help="Column holding the text. [default: 'text'; if absent, the only string column]"),
+    columns: Optional[str] = typer.Option(None, help="Comma-separated input columns to keep in the output, e.g. 'id'. [default: all]"),
+    decoding: Decoding = typer.Option(Decoding.threshold, help="threshold: every span above the threshold (nested and overlapping kept); greedy: best first, no overlap; flat: best non-overlapping total; nested: best well-nested set."),
+    threshold: float = typer.Option(0.5, help="Keep spans with probability strictly above this."),
+    keep_candidates: Optional[float] = typer.Option(None, help="Also write a 'candidates' column with every span above this floor, to re-threshold later without the model. [default: off]"),
+    max_tokens: Optional[int] = typer.Option(None, help="Tokens per window, BOS included; longer documents are cut into overlapping windows, never truncated. [default: from the bundle]"),
+    window_overlap: int = typer.Option(128, help="Tokens shared by consecutive windows (at least the band width + 1)."),
+    batch_tokens: int = typer.Option(16384, help="Token budget of a batch, padding included."),
+    chunk_rows: int = typer.Option(2048, help="Rows read, sorted by length and written per part (the look-ahead pool; also the resume granularity)."),
+    provider: Provider = typer.Option(Provider.auto, help="onnxruntime execution provider; auto picks tensorrt, then cuda, then cpu; a named provider that is missing is an error."),
+    threads: int = typer.Option(0, help="onnxruntime intra-op threads; 0 lets onnxruntime use every core."),
+    resume: bool = typer.Option(False, help="Continue an interrupted run: keep finished outputs and finished parts."),
+    overwrite: bool = typer.Option(False, help="Replace existing outputs."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar; print only the summary."),
+) -> None:
+    """Find every mention in the texts of SOURCE and write them to Parquet."""
+    from .annotator import AnnotateOptions, Annotator
+    from .errors import TommerError
+    from .parquet_io import annotate_files
+
+    try:
+        annotator = Annotator(model, AnnotateOptions(
+            decoding=decoding.value, threshold=threshold, max_tokens=max_tokens, window_overlap=window_overlap,
+            batch_tokens=batch_tokens, keep_candidates=keep_candidates, provider=provider.value, threads=threads))
+        with _progress(quiet or not sys.stderr.isatty()) as on_chunk:
+            summary = annotate_files(annotator, source, output, text_column=text_column, columns=_columns(columns),
+                                     chunk_rows=chunk_rows, overwrite=overwrite, resume=resume, on_chunk=on_chunk)
+    except TommerError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from None
+    s = summary.stats
+    typer.echo(
+        f"annotated {summary.files} file(s) ({summary.skipped_files} already done) on {annotator.provider}: "
+        f"{s.rows} rows, {s.documents_windowed} documents windowed, {s.tokens} tokens, {s.mentions} mentions, "
+        f"padding {s.padding_fraction:.1%}, {summary.elapsed:.1f} s, {summary.tokens_per_second:,.0f} tokens/s"
+    )
+
+
+class _progress:
+    """A rich progress bar (rows, tokens/s, elapsed) on a terminal; nothing otherwise."""
+
+    def __init__(self, silent: bool):
+        self.silent = silent
+
+    def __enter__(self):
+        if self.silent:
+            return None
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(SpinnerColumn(), TextColumn("{task.completed:,} rows"), TextColumn("{task.fields[rate]}"),
+                            TimeElapsedColumn(), transient=True)
+        self.bar.__enter__()
+        self.task = self.bar.add_task("annotate", total=None, rate="")
+        self.tokens = 0
+        import time
+
+        self.start = time.perf_counter()
+        return self.update
+
+    def update(self, chunk) -> None:
+        import time
+
+        self.tokens += chunk.stats.tokens
+        rate = self.tokens / max(time.perf_counter() - self.start, 1e-9)
+        self.bar.update(self.task, advance=len(chunk.texts), rate=f"{rate:,.0f} tokens/s")
+
+    def __exit__(self, *exc):
+        if not self.silent:
+            self.bar.__exit__(*exc)
+        return False
+
+
+def main() -> None:
+    app(prog_name="tommer-annotate")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,308 @@
+"""Parquet in, Parquet out: streaming, in input order, resumable, never half-written.
+
+Each output file is built from parts: input rows ``[k * chunk_rows, (k + 1) * chunk_rows)``
+go to part k, written under a temporary name and renamed when complete, in a hidden
+folder beside the output with a small progress manifest (``progress.json``). When
+every part is there, they are joined into the output (again through a temporary
+name) and the folder is removed. ``--resume`` continues after the last complete
+part; the chunking does not depend on the interruption and a row's mentions do not
+depend on its batch, so the result equals an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .annotator import MENTION_TYPE, Annotator, Chunk, Stats, append_results
+from .errors import InputError, collect_and_raise
+from .pipeline import pipelined
+
+PROGRESS_NAME = "progress.json"
+OUTPUT_SUFFIX = ".mentions.parquet"
+
+
+def _is_string(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or getattr(pa.types, "is_string_view", lambda _: False)(t)
+
+
+def resolve_inputs(source: str) -> tuple[list[Path], Path | None]:
+    """Input files (sorted) and the folder their relative output names start from (None: one file)."""
+    path = Path(source)
+    if path.is_file():
+        return [path], None
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*.parquet") if p.is_file() and not p.name.startswith("."))
+        root: Path | None = path
+    else:
+        files = sorted(Path(p) for p in glob.glob(source, recursive=True) if Path(p).is_file())
+        root = Path(os.path.commonpath([str(p.parent) for p in files])) if files else None
+    if not files:
+        raise InputError(f"{source}: no Parquet file found (expected a file, a folder of *.parquet or a glob)")
+    return files, root
+
+
+def output_paths(files: list[Path], root: Path | None, output: str | None) -> list[Path]:
+    """Where each input's output goes; a folder input keeps relative names under ``output``."""
+    if output is None:
+        if root is not None:
+            raise InputError("several input files: pass --output FOLDER for their outputs")
+        return [files[0].with_name(files[0].name.removesuffix(".parquet") + OUTPUT_SUFFIX)]
+    out = Path(output)
+    if root is None and out.suffix == ".parquet":
+        return [out]
+    if root is None:
+        return [out / files[0].name]
+    return [out / f.relative_to(root) for f in files]
+
+
+def texts_of(column: pa.ChunkedArray | pa.Array, file: str, name: str) -> list[str | None]:
+    """Python strings of a text column (string, large_string, string_view or dictionary of those)."""
+    t = column.type
+    if pa.types.is_dictionary(t) and _is_string(t.value_type):
+        column = pc.cast(column, t.value_type)
+    elif not _is_string(t):
+        raise InputError(f"{file}: column {name!r} has type {t}, expected a string column")
+    return column.to_pylist()
+
+
+def resolve_text_column(schema: pa.Schema, requested: str | None, file: str) -> str:
+    """``requested`` if present; else 'text'; else the only string column; else an error listing them."""
+    names = schema.names
+    if requested and requested in names:
+        column = requested
+    elif requested and requested != "text":
+        raise InputError(f"{file}: no column {requested!r}; columns: {', '.join(names)}")
+    else:
+        strings = [f.name for f in schema if _is_string(f.type) or
+                   (pa.types.is_dictionary(f.type) and _is_string(f.type.value_type))]
+        if "text" in names:
+            column = "text"
+        elif len(strings) == 1:
+            column = strings[0]
+        else:
+            raise InputError(f"{file}: no column 'text' and {len(strings)} string columns ({', '.join(strings) or 'none'}); "
+                             f"pick one with --text-column (columns: {', '.join(names)})")
+    t = schema.field(column).type
+    if not (_is_string(t) or (pa.types.is_dictionary(t) and _is_string(t.value_type))):
+        raise InputError(f"{file}: column {column!r} has type {t}, expected a string column")
+    return column
+
+
+@dataclass(frozen=True)
+class InputFile:
+    path: Path
+    output: Path
+    text_column: str
+    keep: list[str]  # input columns carried to the output
+    rows: int
+    out_schema: pa.Schema
+
+
+def inspect_input(path: Path, output: Path, text_column: str | None, columns: list[str] | None,
+                  keep_candidates: bool) -> InputFile:
+    """Open a Parquet file's metadata and check the columns; errors name the file."""
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"{path}: not a readable Parquet file ({exc})") from exc
+    schema = pf.schema_arrow
+    column = resolve_text_column(schema, text_column, str(path))
+    keep = list(schema.names) if columns is None else columns
+    missing = [c for c in keep if c not in schema.names]
+    if missing:
+        raise InputError(f"{path}: --columns names {missing} which the file lacks; columns: {', '.join(schema.names)}")
+    clash = [c for c in ("mentions", "n_tokens", "candidates") if c in keep]
+    if clash:
+        raise InputError(f"{path}: input columns {clash} would be overwritten by the output; drop them with --columns")
+    fields = [schema.field(c) for c in keep] + [pa.field("mentions", pa.list_(MENTION_TYPE)), pa.field("n_tokens", pa.int32())]
+    if keep_candidates:
+        fields.append(pa.field("candidates", pa.list_(MENTION_TYPE)))
+    return InputFile(path, output, column, keep, pf.metadata.num_rows, pa.schema(fields))
+
+
+def read_chunks(path: Path, columns: list[str], chunk_rows: int, skip_rows: int) -> Iterator[pa.Table]:
+    """Tables of exactly ``chunk_rows`` rows (the last may be shorter), from row ``skip_rows`` on."""
+    pf = pq.ParquetFile(path)
+    groups, seen = [], 0
+    for g in range(pf.metadata.num_row_groups):  # skip whole row groups already done
+        n = pf.metadata.row_group(g).num_rows
+        if seen + n > skip_rows:
+            groups.append(g)
+        else:
+            seen += n
+    pending: list[pa.RecordBatch] = []
+    pending_rows, to_drop = 0, skip_rows - seen
+    if not groups:
+        return
+    for batch in pf.iter_batches(batch_size=min(chunk_rows, 65536), row_groups=groups, columns=columns):
+        if to_drop:
+            cut = min(to_drop, batch.num_rows)
+            batch, to_drop = batch.slice(cut), to_drop - cut
+        pending.append(batch)
+        pending_rows += batch.num_rows
+        while pending_rows >= chunk_rows:
+            table = pa.Table.from_batches(pending).combine_chunks()
+            yield table.slice(0, chunk_rows)
+            rest = table.slice(chunk_rows)
+            pending, pending_rows = rest.to_batches(), rest.num_rows
+    if pending_rows:
+        yield pa.Table.from_batches(pending).combine_chunks()
+
+
+class PartStore:
+    """The hidden folder of an output's parts, and its progress manifest."""
+
+    def __init__(self, output: Path, fingerprint: dict[str, Any]):
+        self.output = output
+        self.folder = output.with_name(f".{output.name}.parts")
+        self.fingerprint = fingerprint
+
+    def start(self, resume: bool) -> int:
+        """Prepare the folder; returns how many parts are complete (0 unless resuming)."""
+        progress = self.folder / PROGRESS_NAME
+        if resume and progress.is_file():
+            saved = json.loads(progress.read_text())
+            if saved.get("fingerprint") != self.fingerprint:
+                diff = {k: (saved.get("fingerprint", {}).get(k), v) for k, v in self.fingerprint.items()
+                        if saved.get("fingerprint", {}).get(k) != v}
+                raise InputError(f"{self.output}: cannot resume, the options differ from the interrupted run "
+                                 f"(option: (then, now)) {diff}; rerun with --overwrite to start again")
+            done = 0
+            while (self.folder / self.part_name(done)).is_file():
+                done += 1
+            return done
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.folder.mkdir(parents=True)
+        _write_atomic(progress, json.dumps({"fingerprint": self.fingerprint, "started": time.time()}, indent=2))
+        return 0
+
+    @staticmethod
+    def part_name(index: int) -> str:
+        return f"part-{index:06d}.parquet"
+
+    def write(self, index: int, table: pa.Table) -> None:
+        target = self.folder / self.part_name(index)
+        tmp = target.with_name(f".{target.name}.tmp")
+        pq.write_table(table, tmp)
+        os.replace(tmp, target)
+
+    def finalize(self, schema: pa.Schema, parts: int) -> None:
+        """Join the parts, in order, into the output (through a temporary name)."""
+        tmp = self.output.with_name(f".{self.output.name}.tmp")
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for k in range(parts):
+                for batch in pq.ParquetFile(self.folder / self.part_name(k)).iter_batches(batch_size=65536):
+                    writer.write_batch(batch)
+        os.replace(tmp, self.output)
+        shutil.rmtree(self.folder)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+@dataclass
+class Summary:
+    files: int = 0
+    skipped_files: int = 0
+    stats: Stats = None  # type: ignore[assignment]
+    elapsed: float = 0.0
+
+    def __post_init__(self):
+        self.stats = self.stats or Stats()
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.stats.tokens / self.elapsed if self.elapsed else 0.0
+
+
+def annotate_files(annotator: Annotator, source: str, output: str | None, *, text_column: str | None = None,
+                   columns: list[str] | None = None, chunk_rows: int = 2048, overwrite: bool = False,
+                   resume: bool = False, on_chunk: Callable[[Chunk], None] | None = None) -> Summary:
+    """Annotate every input file; all inputs are checked before anything is written."""
+    if overwrite and resume:
+        raise InputError("--overwrite and --resume exclude each other")
+    if chunk_rows < 1:
+        raise InputError(f"--chunk-rows must be >= 1, found {chunk_rows}")
+    files, root = resolve_inputs(source)
+    outs = output_paths(files, root, output)
+    inputs, problems = [], []
+    for f, o in zip(files, outs):
+        try:
+            inputs.append(inspect_input(f, o, text_column, columns, annotator.options.keep_candidates is not None))
+        except InputError as exc:
+            problems.append(str(exc))
+    for item in inputs:
+        if item.output.exists() and not (overwrite or resume):
+            problems.append(f"{item.output} already exists: pass --overwrite to replace it or --resume to keep it")
+        elif PartStore(item.output, {}).folder.exists() and not (overwrite or resume):
+            problems.append(f"{item.output}: an interrupted run left finished parts: pass --resume to continue "
+                            "it or --overwrite to start again")
+        if item.output.resolve() == item.path.resolve():
+            problems.append(f"{item.output}: the output would overwrite its input")
+    collect_and_raise(problems, InputError, "cannot annotate")
+    fingerprint = {**annotator.options.output_fingerprint(), "bundle": annotator.manifest.bundle_id,
+                   "chunk_rows": chunk_rows, "columns": columns, "text_column": text_column}
+    summary, start = Summary(), time.perf_counter()
+    for item in inputs:
+        if resume and item.output.exists():
+            summary.skipped_files += 1
+            continue
+        summary.stats.add(_annotate_one(annotator, item, fingerprint, chunk_rows, resume, on_chunk))
+        summary.files += 1
+    summary.elapsed = time.perf_counter() - start
+    return summary
+
+
+def _annotate_one(annotator: Annotator, item: InputFile, fingerprint: dict[str, Any], chunk_rows: int,
+                  resume: bool, on_chunk: Callable[[Chunk], None] | None) -> Stats:
+    store = PartStore(item.output, fingerprint)
+    done = store.start(resume)
+    stats = Stats()
+    read_columns = list(dict.fromkeys(item.keep + [item.text_column]))
+
+    def read() -> Iterator[Chunk]:
+        for table in read_chunks(item.path, read_columns, chunk_rows, done * chunk_rows):
+            begin = time.perf_counter()
+            chunk = Chunk(texts=texts_of(table.column(item.text_column), str(item.path), item.text_column),
+                          payload=table.select(item.keep))
+            chunk.stats.seconds["read"] += time.perf_counter() - begin
+            yield chunk
+
+    index = done
+    for chunk in pipelined(read(), [annotator.tokenize, annotator.infer, annotator.decode]):
+        begin = time.perf_counter()
+        table = append_results(chunk.payload, chunk).cast(item.out_schema.remove_metadata())
+        store.write(index, table)
+        index += 1
+        chunk.stats.seconds["write"] += time.perf_counter() - begin
+        stats.add(chunk.stats)
+        if on_chunk is not None:
+            on_chunk(chunk)
+    store.finalize(item.out_schema.with_metadata(output_metadata(annotator, item)), index)
+    return stats
+
+
+def output_metadata(annotator: Annotator, item: InputFile) -> dict[bytes, bytes]:
+    from .. import __version__
+
+    opts = annotator.options
+    info = {"bundle_id": annotator.manifest.bundle_id, "bundle_backbone": annotator.manifest.backbone.source,
+            "layer": annotator.manifest.head.layer, "threshold": opts.threshold, "decoding": opts.decoding,
+            "keep_candidates": opts.keep_candidates, "max_tokens": opts.max_tokens,
+            "window_overlap": opts.window_overlap, "tommer_version": __version__,
+            "source": str(item.path), "text_column": item.text_column}
+    return {b"tommer": json.dumps(info).encode()}

@@ -1,0 +1,61 @@
+"""Windows of long documents: coverage, the one-window-per-span rule, stitching."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tommer.runtime.errors import InputError
+from tommer.runtime.windows import check_window_options, owner_rows, stitch, window_starts
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 3000), st.integers(8, 300), st.integers(2, 40), st.data())
+def test_every_span_has_exactly_one_owner_holding_it_and_its_next_token(n, band, margin, data):
+    overlap = band + 1 + margin
+    max_tokens = data.draw(st.integers(overlap + 2, overlap + 400))
+    starts = window_starts(n, max_tokens, overlap)
+    content = max_tokens - 1
+    ends = [min(s + content, n) for s in starts]
+    assert starts[0] == 0 and ends[-1] == n
+    assert all(b > a for a, b in zip(starts, starts[1:]))
+    covered = np.zeros(n, bool)
+    for s, e in zip(starts, ends):
+        covered[s:e] = True
+    assert covered.all(), "every token lies in some window"
+    window, row = owner_rows(n, starts, max_tokens)
+    for b in range(n):
+        k = window[b]
+        s, e = starts[k], ends[k]
+        assert row[b] == b - s + 1
+        assert s <= max(b - band + 1, 0), "the owner holds the longest span ending at b"
+        assert b + 1 < e or e == n, "the owner holds the next token (or b is the last token)"
+        earlier = [j for j in range(k) if starts[j] <= b and (b + 1 < ends[j] or ends[j] == n)]
+        assert not earlier, "no earlier window qualifies: the owner gives the most left context"
+
+
+def test_short_document_is_one_window():
+    assert window_starts(10, 64, 30) == [0]
+    assert window_starts(63, 64, 30) == [0]
+    assert window_starts(64, 64, 30) == [0, 33]
+
+
+def test_stitch_takes_each_row_from_its_owner():
+    n, max_tokens, overlap, width = 50, 21, 8, 4
+    starts = window_starts(n, max_tokens, overlap)
+    rng = np.random.default_rng(0)
+    bands = [rng.random((min(max_tokens, n - s + 1), width)).astype(np.float32) for s in starts]
+    doc = stitch(bands, n, starts, max_tokens)
+    window, row = owner_rows(n, starts, max_tokens)
+    assert doc.shape == (n + 1, width) and not doc[0].any()
+    for b in range(n):
+        np.testing.assert_array_equal(doc[b + 1], bands[window[b]][row[b]])
+
+
+def test_overlap_must_cover_the_band():
+    with pytest.raises(InputError, match="at least the band width \\+ 1 \\(27\\)"):
+        check_window_options(512, 20, 26)
+    with pytest.raises(InputError, match="must exceed --window-overlap"):
+        check_window_options(40, 40, 26)
