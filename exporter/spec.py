@@ -22,7 +22,7 @@ class ExportSpec:
     trace_shape: tuple[int, int] = (2, 11)  # validation runs at other shapes
     external_data_over_bytes: int = 1_500_000_000  # protobuf stops at 2 GB
     isolate_torch_over_bytes: int = 1_000_000_000  # run the torch stage in a child process above this
-    fp32_max_abs_error: float = 1e-4  # span probabilities, graph vs reference
+    fp32_max_abs_error: float = 5e-4  # span probabilities, graph vs reference (6.5e-5 seen at 1B geometry)
     low_precision_min_dice: float = 0.5  # below this a fp16/bf16/int8 export is broken, not just lossy
     int8_block_size: int = 32  # MatMulNBits block along K for --quantize int8
     threshold: float = 0.5  # decoding threshold for span-level agreement

@@ -55,9 +55,13 @@ def _batch_layouts(n: int, trace_shape: tuple[int, int]) -> list[tuple[list[int]
 
 
 def run_graph(model_path: Path, refs: ReferenceSet, pad_token_id: int, spec: ExportSpec,
-              provider: str = "cpu") -> tuple[list[dict[int, np.ndarray]], list[tuple[int, int]]]:
-    """Run the graph over several batch layouts; returns {text index: band} per layout, and shapes."""
-    session = create_session(model_path, provider, low_memory=True)
+              provider: str = "cpu", low_memory: bool = True) -> tuple[list[dict[int, np.ndarray]], list[tuple[int, int]]]:
+    """Run the graph over several batch layouts; returns {text index: band} per layout, and shapes.
+
+    ``low_memory`` skips weight pre-packing; never for quantized graphs, whose kernels
+    (int8 compute on pre-packed weights) differ without it.
+    """
+    session = create_session(model_path, provider, low_memory=low_memory)
     per_layout, shapes = [], []
     for members, extra in _batch_layouts(len(refs.encodings), spec.trace_shape):
         seqs = [refs.encodings[i].ids for i in members]
@@ -113,7 +117,7 @@ def validate_graph(model_path: Path, refs: ReferenceSet, pad_token_id: int, dtyp
     batch layout. Lower precisions report their span agreement and fail only when it is so low
     that the export is broken rather than lossy.
     """
-    per_layout, shapes = run_graph(model_path, refs, pad_token_id, spec, provider)
+    per_layout, shapes = run_graph(model_path, refs, pad_token_id, spec, provider, low_memory=quantization is None)
     errors = [float(np.max(np.abs(band - refs.bands[i]), initial=0.0))
               for layout in per_layout for i, band in layout.items()]
     invariance = max(float(np.max(np.abs(band - per_layout[0][i]), initial=0.0))

@@ -60,9 +60,10 @@ def annotate(
         annotator = Annotator(model, AnnotateOptions(
             decoding=decoding.value, threshold=threshold, max_tokens=max_tokens, window_overlap=window_overlap,
             batch_tokens=batch_tokens, keep_candidates=keep_candidates, provider=provider.value, threads=threads))
-        with _progress(quiet or not sys.stderr.isatty()) as on_chunk:
+        with _progress(quiet or not sys.stderr.isatty()) as bar:
             summary = annotate_files(annotator, source, output, text_column=text_column, columns=_columns(columns),
-                                     chunk_rows=chunk_rows, overwrite=overwrite, resume=resume, on_chunk=on_chunk)
+                                     chunk_rows=chunk_rows, overwrite=overwrite, resume=resume,
+                                     on_chunk=bar and bar.update, on_total=bar and bar.total)
     except TommerError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None
@@ -75,7 +76,7 @@ def annotate(
 
 
 class _progress:
-    """A rich progress bar (rows, tokens/s, elapsed) on a terminal; nothing otherwise."""
+    """A rich progress bar (rows, tokens/s, elapsed, ETA) on a terminal; nothing otherwise."""
 
     def __init__(self, silent: bool):
         self.silent = silent
@@ -83,17 +84,21 @@ class _progress:
     def __enter__(self):
         if self.silent:
             return None
-        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
 
-        self.bar = Progress(SpinnerColumn(), TextColumn("{task.completed:,} rows"), TextColumn("{task.fields[rate]}"),
-                            TimeElapsedColumn(), transient=True)
+        self.bar = Progress(BarColumn(), MofNCompleteColumn(), TextColumn("rows"), TextColumn("{task.fields[rate]}"),
+                            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), transient=True)
         self.bar.__enter__()
         self.task = self.bar.add_task("annotate", total=None, rate="")
         self.tokens = 0
         import time
 
         self.start = time.perf_counter()
-        return self.update
+        return self
+
+    def total(self, rows: int) -> None:
+        self.bar.update(self.task, total=rows)
 
     def update(self, chunk) -> None:
         import time

@@ -231,8 +231,12 @@ class Summary:
 
 def annotate_files(annotator: Annotator, source: str, output: str | None, *, text_column: str | None = None,
                    columns: list[str] | None = None, chunk_rows: int = 2048, overwrite: bool = False,
-                   resume: bool = False, on_chunk: Callable[[Chunk], None] | None = None) -> Summary:
-    """Annotate every input file; all inputs are checked before anything is written."""
+                   resume: bool = False, on_chunk: Callable[[Chunk], None] | None = None,
+                   on_total: Callable[[int], None] | None = None) -> Summary:
+    """Annotate every input file; all inputs are checked before anything is written.
+
+    ``on_total`` is called once with the number of rows to process, ``on_chunk`` after each chunk.
+    """
     if overwrite and resume:
         raise InputError("--overwrite and --resume exclude each other")
     if chunk_rows < 1:
@@ -257,6 +261,8 @@ def annotate_files(annotator: Annotator, source: str, output: str | None, *, tex
     fingerprint = {**annotator.options.output_fingerprint(), "bundle": annotator.manifest.bundle_id,
                    "chunk_rows": chunk_rows, "columns": columns, "text_column": text_column}
     summary, start = Summary(), time.perf_counter()
+    if on_total is not None:
+        on_total(sum(i.rows for i in inputs if not (resume and i.output.exists())))
     for item in inputs:
         if resume and item.output.exists():
             summary.skipped_files += 1

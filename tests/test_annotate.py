@@ -228,3 +228,39 @@ def test_resume_after_kill_9_equals_uninterrupted_run(tiny_bundle, tmp_path):
     assert not parts.exists()
     skipped = cli(src, *args, "--output", target, "--resume")
     assert skipped.returncode == 0 and "1 already done" in skipped.stdout
+
+
+def test_help_lists_every_option_with_default():
+    out = cli("--help")
+    assert out.returncode == 0
+    for option in ("--model", "--output", "--text-column", "--columns", "--decoding", "--threshold",
+                   "--keep-candidates", "--max-tokens", "--window-overlap", "--batch-tokens", "--chunk-rows",
+                   "--provider", "--threads", "--resume", "--overwrite", "--quiet"):
+        assert option in out.stdout, option
+    assert "default: 0.5" in out.stdout and "default: 16384" in out.stdout and "default: 128" in out.stdout
+
+
+def test_progress_bar_on_a_terminal(tiny_bundle, tmp_path):
+    """Under a pseudo-terminal the bar shows rows of the total and tokens/s; the summary follows."""
+    import pty
+
+    src = corpus(tmp_path)
+    pid, fd = pty.fork()
+    if pid == 0:  # child: run the CLI on the terminal
+        os.execv(sys.executable, [sys.executable, "-m", "tommer.runtime.cli", str(src), "--model", str(tiny_bundle),
+                                  "--chunk-rows", "2"])
+    output = b""
+    while True:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        output += data
+    _, status = os.waitpid(pid, 0)
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", output.decode(errors="replace"))  # drop colours
+    assert os.waitstatus_to_exitcode(status) == 0, text
+    assert f"/{len(TEXTS)} rows" in text and "tokens/s" in text and "annotated 1 file(s)" in text

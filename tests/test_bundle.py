@@ -24,7 +24,7 @@ def test_manifest_contents(tiny_bundle):
     assert {"torch", "onnxruntime", "transformers"} <= set(manifest.library_versions)
     report = manifest.validation
     assert report["passed"] and report["graph_run"] and report["exact_match_rate"] == 1.0
-    assert report["max_abs_error"] <= report["tolerance"] == 1e-4
+    assert report["max_abs_error"] <= 1e-4 and report["tolerance"] == 5e-4
     assert report["batch_invariance_max_abs_diff"] <= 1e-5
     assert any(shape[0] > 2 for shape in report["batch_shapes"]), "validated at shapes other than the trace"
 
