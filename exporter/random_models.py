@@ -33,7 +33,7 @@ TINY_CONFIGS: dict[str, dict] = {
 }
 
 
-def make_tokenizer(folder: Path, vocab_size: int = 400):
+def make_tokenizer(folder: Path, vocab_size: int = 400, texts: list[str] | None = None):
     """Train a small byte-level BPE tokenizer (Llama-3 style: BOS token, byte-level offsets)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -43,21 +43,20 @@ def make_tokenizer(folder: Path, vocab_size: int = 400):
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|begin_of_text|>", "<|end_of_text|>"],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(CORPUS * 4, trainer=trainer)
+    tok.train_from_iterator(texts or CORPUS * 4, trainer=trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|end_of_text|>")
     fast.save_pretrained(folder)
     return fast
 
 
 def make_backbone(folder: Path, model_type: str = "llama", num_layers: int = 4, seed: int = 0,
-                  vocab_size: int = 512, **overrides) -> Path:
+                  vocab_size: int = 512, tokenizer_texts: list[str] | None = None, **overrides) -> Path:
     """Save a random ``model_type`` base model with non-trivial norm weights, and a tokenizer."""
     from transformers import AutoConfig, AutoModel
 
     torch.manual_seed(seed)
-    fields = {**TINY_CONFIGS.get(model_type, {}), **overrides}
-    config = AutoConfig.for_model(model_type, num_hidden_layers=num_layers, vocab_size=vocab_size,
-                                  max_position_embeddings=512, **fields)
+    fields = {"max_position_embeddings": 512, **TINY_CONFIGS.get(model_type, {}), **overrides}
+    config = AutoConfig.for_model(model_type, num_hidden_layers=num_layers, vocab_size=vocab_size, **fields)
     model = AutoModel.from_config(config).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -65,7 +64,9 @@ def make_backbone(folder: Path, model_type: str = "llama", num_layers: int = 4, 
                 p.copy_(1.0 + 0.5 * torch.randn_like(p))  # the final norm must matter
     folder = Path(folder)
     model.save_pretrained(folder)
-    make_tokenizer(folder, vocab_size=min(vocab_size, 400))  # room for added special tokens
+    # room for added special tokens
+    make_tokenizer(folder, vocab_size=min(vocab_size - 100, 400 if tokenizer_texts is None else vocab_size - 100),
+                   texts=tokenizer_texts)
     return folder
 
 

@@ -39,30 +39,40 @@ def _pool_right_strict(a: torch.Tensor, sign: float) -> torch.Tensor:
     return sign * pooled.squeeze(0)
 
 
-def dense_span_probs(hidden: torch.Tensor, head: Head) -> torch.Tensor:
-    """Span probabilities of one unpadded text.
+def dense_span_probs_batched(hidden: torch.Tensor, attention_mask: torch.Tensor, head: Head) -> torch.Tensor:
+    """Span probabilities of a right-padded batch, each text as if alone (the spec's padding rule).
 
     Args:
-        hidden: (n, d) hidden states of the text (BOS first).
+        hidden: (batch, n, d) hidden states (BOS first in every row).
+        attention_mask: (batch, n), 1 on real tokens.
         head: the span head.
 
     Returns:
-        (n, n) fp32 probabilities, ``[i, j]`` = P(span from token j to token i); 0 where invalid.
+        (batch, n, n) fp32 probabilities, ``[b, i, j]`` = P(span from token j to token i);
+        0 where invalid or touching padding.
     """
     cfg = head.config
     hidden = hidden.to(torch.float32)
-    q, k = hidden @ head.w_q, hidden @ head.w_k  # (n, r)
+    n = hidden.shape[1]
+    real = attention_mask.to(torch.bool)  # (batch, n)
+    q, k = hidden @ head.w_q, hidden @ head.w_k  # (batch, n, r)
     if cfg.use_cosine:
         q, k = F.normalize(q, dim=-1, eps=1e-12), F.normalize(k, dim=-1, eps=1e-12)
-    scores = cfg.scale * (q @ k.T)  # (n, n)
-    valid = valid_pairs(hidden.shape[0], cfg)
-    a0 = scores.masked_fill(~valid, 0.0).unsqueeze(0)  # (1, n, n)
-    end = (hidden @ head.w_fc.T + head.b_fc).squeeze(-1)  # (n,)
-    end2d = end.unsqueeze(-1).expand(-1, hidden.shape[0]).unsqueeze(0)  # (1, n, n)
-    next2d = F.pad(end2d, (0, 0, -1, 1), value=0.0)  # row i holds e_{i+1}; last row 0
+    scores = cfg.scale * (q @ k.transpose(1, 2))  # (batch, n, n)
+    valid = valid_pairs(n, cfg).unsqueeze(0) & real.unsqueeze(2) & real.unsqueeze(1)
+    a0 = scores.masked_fill(~valid, 0.0)  # (batch, n, n)
+    end = (hidden @ head.w_fc.T + head.b_fc).squeeze(-1)  # (batch, n)
+    nxt = F.pad(end[:, 1:] * real[:, 1:], (0, 1), value=0.0)  # e_{i+1}, 0 past the text
+    end2d, next2d = end.unsqueeze(-1).expand(-1, -1, n), nxt.unsqueeze(-1).expand(-1, -1, n)
     features = torch.stack([a0, _pool_right_strict(a0, -1.0), _pool_right_strict(a0, 1.0), end2d, next2d], dim=1)
-    logits = (head.cl_w.reshape(1, 5, 1, 1) * features).sum(dim=1).squeeze(0)  # (n, n)
+    logits = (head.cl_w.reshape(1, 5, 1, 1) * features).sum(dim=1)  # (batch, n, n)
     return torch.sigmoid(logits).masked_fill(~valid, 0.0)
+
+
+def dense_span_probs(hidden: torch.Tensor, head: Head) -> torch.Tensor:
+    """Span probabilities of one unpadded text: (n, d) -> (n, n), ``[i, j]`` = P(span j..i)."""
+    mask = torch.ones(1, hidden.shape[0], dtype=torch.int64)
+    return dense_span_probs_batched(hidden.unsqueeze(0), mask, head)[0]
 
 
 def dense_to_band(dense: torch.Tensor, band_width: int) -> torch.Tensor:

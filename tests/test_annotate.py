@@ -237,7 +237,7 @@ def test_help_lists_every_option_with_default():
                    "--keep-candidates", "--max-tokens", "--window-overlap", "--batch-tokens", "--chunk-rows",
                    "--provider", "--threads", "--resume", "--overwrite", "--quiet"):
         assert option in out.stdout, option
-    assert "default: 0.5" in out.stdout and "default: 16384" in out.stdout and "default: 128" in out.stdout
+    assert "default: 0.5" in out.stdout and "default: 512 on cpu" in out.stdout and "default: 128" in out.stdout
 
 
 def test_progress_bar_on_a_terminal(tiny_bundle, tmp_path):

@@ -1,0 +1,166 @@
+"""``tommer-bench``: tommer's ONNX path side by side with the PyTorch reference path."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+ALL_BACKENDS = ("reference", "reference-naive", "onnx-fp32", "onnx-int8", "onnx-cuda-fp16", "onnx-cuda-bf16",
+                "onnx-tensorrt-fp16", "torch-bf16-sdpa", "torch-bf16-compile")
+DEFAULT_BACKENDS = "reference,reference-naive,onnx-fp32,onnx-int8"
+app = typer.Typer(add_completion=False, rich_markup_mode=None,
+                  help="Measure tommer against the PyTorch reference path on the same texts and weights.")
+
+
+def run_worker(spec: dict, src: Path, dst: Path) -> dict[str, Any]:
+    job = json.dumps({"spec": spec, "src": str(src), "dst": str(dst)})
+    proc = subprocess.run([sys.executable, "-m", "tommer.benchmarks.worker", job], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"backend {spec['name']} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def read_spans(path: Path) -> list[list[tuple[int, int]]]:
+    import pyarrow.parquet as pq
+
+    return [[(m["start"], m["end"]) for m in doc] for doc in pq.read_table(path, columns=["mentions"]).column("mentions").to_pylist()]
+
+
+def machine_summary(peak: float) -> str:
+    import os
+
+    model = platform.processor() or platform.machine()
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{model}, {os.cpu_count()} cores, fp32 matmul peak {peak / 1e9:.0f} GFLOP/s (best of torch, numpy, onnxruntime)"
+
+
+@app.command()
+def bench(
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="fp32 bundle (its manifest names the backbone and head the reference loads). [default: none; give it or --demo-model]"),
+    int8_model: Optional[Path] = typer.Option(None, help="int8 bundle for onnx-int8. [default: none: onnx-int8 is skipped]"),
+    demo_model: Optional[Path] = typer.Option(None, help="Build (once) and use the CPU demo model in this folder: Llama geometry, hidden 512, 8/2 heads, MLP 2048, 6 blocks, layer 4, vocab 32000, random weights; fp32 and int8 bundles."),
+    corpus: Optional[Path] = typer.Option(None, help="Parquet corpus with 'id' and 'text' columns. [default: the synthetic corpus]"),
+    synthetic: int = typer.Option(2000, help="Documents in the seeded synthetic corpus (log-normal lengths, median about 45 tokens, tail to about 700)."),
+    seed: int = typer.Option(0, help="Seed of the synthetic corpus."),
+    backends: str = typer.Option(DEFAULT_BACKENDS, help=f"Comma-separated backends among {', '.join(ALL_BACKENDS)}; those that cannot run here are listed as skipped."),
+    repeats: int = typer.Option(3, help="Runs per backend; backends alternate within each round so drift hits all alike."),
+    batch_tokens: int = typer.Option(512, help="--batch-tokens of the onnx backends."),
+    sweep: str = typer.Option("256,1024,2048,4096,16384", help="Extra --batch-tokens values run once with onnx-fp32 for the throughput-vs-budget plot; '' for none."),
+    threads: int = typer.Option(0, help="Threads of every backend (torch and onnxruntime); 0: all cores."),
+    out: Path = typer.Option(Path("benchmarks/results"), help="Folder for bench.json, bench.md and bench.png."),
+) -> None:
+    """Run every backend on the same texts, alternating, and write JSON, Markdown and a PNG plot."""
+    from tommer.benchmarks.backends import skip_reason
+    from tommer.benchmarks.corpus import synthetic_texts, write_corpus
+    from tommer.benchmarks.metrics import matmul_peaks
+    from tommer.benchmarks.report import markdown_table, write_all
+
+    work = out / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    if demo_model is not None:
+        from tommer.benchmarks.models import build_demo
+
+        typer.echo(f"building the demo model in {demo_model} (once)", err=True)
+        paths = build_demo(demo_model)
+        model, int8_model = Path(paths["fp32"]), Path(paths["int8"])
+    if model is None:
+        raise typer.BadParameter("give --model BUNDLE or --demo-model FOLDER")
+    from tommer.runtime.bundle import read_manifest
+
+    manifest = read_manifest(model)
+    src = corpus or write_corpus(work / "corpus.parquet", synthetic_texts(synthetic, seed))
+    names = [b.strip() for b in backends.split(",") if b.strip()]
+    unknown = [b for b in names if b not in ALL_BACKENDS]
+    if unknown:
+        raise typer.BadParameter(f"unknown backends {unknown}; expected some of {', '.join(ALL_BACKENDS)}")
+    results: dict[str, Any] = {"command": "tommer-bench " + " ".join(sys.argv[1:]), "backends": {}}
+    peaks = matmul_peaks(threads=threads)
+    peak = max(peaks.values())
+    results["machine"] = {"summary": machine_summary(peak), "matmul_fp32_peak_flops": peak,
+                          "matmul_fp32_flops_by_library": peaks, "python": platform.python_version()}
+    base = {"backbone": manifest.backbone.source, "head": manifest.head.source, "layer": manifest.head.layer,
+            "batch_tokens": batch_tokens, "threads": threads}
+    specs, runs = {}, {}
+    for name in names:
+        reason = skip_reason(name, int8_model is not None)
+        if reason:
+            results["backends"][name] = {"skipped": reason}
+            continue
+        bundle = int8_model if name == "onnx-int8" else model
+        specs[name] = {**base, "name": name, "bundle": str(bundle)}
+        runs[name] = []
+    order = list(specs)
+    for r in range(repeats):
+        for name in order[r % len(order):] + order[: r % len(order)]:  # rotate who goes first
+            typer.echo(f"round {r + 1}/{repeats}: {name}", err=True)
+            runs[name].append(run_worker(specs[name], src, work / f"{name}.parquet"))
+    results["batch_tokens_sweep"] = {}
+    if "onnx-fp32" in specs:
+        for value in [int(v) for v in sweep.split(",") if v.strip()] + [batch_tokens]:
+            if str(value) in results["batch_tokens_sweep"]:
+                continue
+            if value == batch_tokens:
+                tps = [x["tokens"] / x["wall_seconds"] for x in runs["onnx-fp32"]]
+                results["batch_tokens_sweep"][str(value)] = sorted(tps)[len(tps) // 2]
+                continue
+            typer.echo(f"sweep: onnx-fp32 --batch-tokens {value}", err=True)
+            x = run_worker({**specs["onnx-fp32"], "batch_tokens": value}, src, work / "sweep.parquet")
+            results["batch_tokens_sweep"][str(value)] = x["tokens"] / x["wall_seconds"]
+    results["backends"].update(figures(runs, src, work, manifest, peak))
+    for path in write_all(results, out):
+        typer.echo(f"wrote {path}", err=True)
+    typer.echo(markdown_table(results))
+
+
+def figures(runs: dict[str, list[dict]], src: Path, work: Path, manifest, peak: float) -> dict[str, Any]:
+    """Per-backend medians, paired ratios, FLOP/s, utilisation and agreement with the reference."""
+    import pyarrow.parquet as pq
+    from transformers import AutoConfig
+
+    from tommer.benchmarks.metrics import backbone_flops, paired_ratios, span_agreement, summarize
+
+    config = AutoConfig.from_pretrained(manifest.backbone.source).to_dict()
+    n_tokens = pq.read_table(work / f"{next(iter(runs))}.parquet", columns=["n_tokens"]).column("n_tokens").to_pylist()
+    flops = backbone_flops(config, [n + 1 for n in n_tokens], blocks=manifest.backbone.num_layers_kept)
+    reference = "reference" if "reference" in runs else None
+    ref_spans = read_spans(work / "reference.parquet") if reference else None
+    out: dict[str, Any] = {}
+    for name, xs in runs.items():
+        tps = [x["tokens"] / x["wall_seconds"] for x in xs]
+        infer = sorted(x["seconds"]["infer"] for x in xs)[len(xs) // 2]
+        entry = {
+            "runs": xs,
+            "tokens_per_second": summarize(tps),
+            "docs_per_second": summarize([x["docs"] / x["wall_seconds"] for x in xs]),
+            "padding_fraction": 1 - xs[0]["tokens"] / xs[0]["padded_tokens"],
+            "stage_seconds_median": {s: sorted(x["seconds"][s] for x in xs)[len(xs) // 2] for s in xs[0]["seconds"]},
+            "peak_rss_bytes": max(x["peak_rss_bytes"] for x in xs),
+            "backbone_flops": flops,
+            "infer_gflops": flops / infer / 1e9,
+            "infer_utilization": flops / infer / peak,
+            "end_to_end_utilization": flops / sorted(x["wall_seconds"] for x in xs)[len(xs) // 2] / peak,
+        }
+        if reference:
+            ref_tps = [x["tokens"] / x["wall_seconds"] for x in runs[reference]]
+            entry["ratio_to_reference"] = paired_ratios(tps, ref_tps)
+            entry["agreement"] = span_agreement(ref_spans, read_spans(work / f"{name}.parquet"))
+        out[name] = entry
+    return out
+
+
+def main() -> None:
+    app(prog_name="tommer-bench")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Figures: backbone FLOPs from a config, span agreement, pairwise ratios, matmul peak."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Iterable, Sequence
+
+import numpy as np
+
+
+def backbone_flops(config: dict, lengths: Iterable[int], blocks: int) -> float:
+    """Multiply-add FLOPs (2 per MAC) of ``blocks`` decoder blocks over sequences of these lengths.
+
+    Per token and block: q/k/v/o projections 2*d*(2*d + 2*kv), the gated MLP 2*3*d*ff;
+    per sequence of n tokens and block, causal attention scores and values 2*2*d*n(n+1)/2.
+    """
+    d, ff = config["hidden_size"], config["intermediate_size"]
+    heads, kv_heads = config["num_attention_heads"], config.get("num_key_value_heads") or config["num_attention_heads"]
+    kv = d // heads * kv_heads
+    per_token = 2 * d * (2 * d + 2 * kv) + 2 * 3 * d * ff
+    total = 0.0
+    for n in lengths:
+        total += n * per_token + 2 * 2 * d * n * (n + 1) / 2
+    return blocks * total
+
+
+def dice(a: set, b: set) -> float:
+    return 1.0 if not a and not b else 2 * len(a & b) / (len(a) + len(b))
+
+
+def span_agreement(reference: Sequence[Sequence[tuple]], other: Sequence[Sequence[tuple]]) -> dict[str, float]:
+    """Exact-match rate of per-document span sets and DICE over all spans (documents keyed by index)."""
+    ref_sets = [set(r) for r in reference]
+    oth_sets = [set(o) for o in other]
+    pooled_ref = {(i, *s) for i, spans in enumerate(ref_sets) for s in spans}
+    pooled_oth = {(i, *s) for i, spans in enumerate(oth_sets) for s in spans}
+    exact = float(np.mean([r == o for r, o in zip(ref_sets, oth_sets)])) if ref_sets else 1.0
+    return {"exact_match_rate": exact, "dice": dice(pooled_ref, pooled_oth)}
+
+
+def summarize(values: Sequence[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def paired_ratios(candidate: Sequence[float], reference: Sequence[float]) -> dict[str, float]:
+    """Ratio of throughputs run by run (run k of each backend ran back to back)."""
+    return summarize([c / r for c, r in zip(candidate, reference)])
+
+
+def _best_seconds(fn, repeats: int) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def matmul_peaks(size: int = 2048, repeats: int = 7, threads: int = 0) -> dict[str, float]:
+    """fp32 matrix-multiply FLOP/s (size^3 GEMM, all cores) with torch, numpy and onnxruntime.
+
+    The peak that utilisation is measured against is the best of the three: a slow
+    BLAS on this processor must not make the graph look more efficient than it is.
+    """
+    import onnx
+    import onnxruntime as ort
+    import torch
+    from onnx import TensorProto, helper
+
+    flops = 2 * size**3
+    a32 = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)
+    b32 = np.random.default_rng(1).standard_normal((size, size), dtype=np.float32)
+    ta, tb = torch.from_numpy(a32), torch.from_numpy(b32)
+    peaks = {"torch": flops / _best_seconds(lambda: torch.matmul(ta, tb), repeats),
+             "numpy": flops / _best_seconds(lambda: a32 @ b32, repeats)}
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "mm",
+                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, [size, size])],
+                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [size, size])],
+                              [onnx.numpy_helper.from_array(b32, "b")])
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+    session = ort.InferenceSession(model.SerializeToString(),
+                                   options, providers=["CPUExecutionProvider"])
+    peaks["onnxruntime"] = flops / _best_seconds(lambda: session.run(None, {"a": a32}), repeats)
+    return peaks

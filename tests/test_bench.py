@@ -1,0 +1,66 @@
+"""Benchmark metrics against hand computations, and a smoke run of tommer-bench."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tommer.benchmarks.corpus import synthetic_texts
+from tommer.benchmarks.metrics import backbone_flops, dice, paired_ratios, span_agreement
+
+
+def test_backbone_flops_by_hand():
+    # the issue's CPU model: about 38 MFLOP per token over 5 blocks (layer 4), attention aside
+    config = {"hidden_size": 512, "intermediate_size": 2048, "num_attention_heads": 8, "num_key_value_heads": 2}
+    per_token = 2 * 512 * (2 * 512 + 2 * 128) + 2 * 3 * 512 * 2048  # 7,602,176
+    assert per_token == 7_602_176
+    one = backbone_flops(config, [1], blocks=5)
+    assert one == 5 * (per_token + 2 * 2 * 512 * 1)
+    assert 37e6 < one < 39e6
+    # attention grows as n(n+1)/2: for n = 3, 6 query-key pairs
+    assert backbone_flops(config, [3], blocks=1) == 3 * per_token + 2 * 2 * 512 * 6
+
+
+def test_dice_and_agreement():
+    assert dice(set(), set()) == 1.0 and dice({1}, set()) == 0.0
+    assert dice({1, 2}, {2, 3}) == pytest.approx(0.5)
+    agree = span_agreement([[(0, 4), (5, 9)], [], [(1, 2)]], [[(0, 4), (5, 9)], [], [(1, 3)]])
+    assert agree["exact_match_rate"] == pytest.approx(2 / 3)
+    assert agree["dice"] == pytest.approx(2 * 2 / (3 + 3))
+
+
+def test_ratios_are_paired_run_by_run():
+    r = paired_ratios([10.0, 20.0, 30.0], [5.0, 20.0, 10.0])
+    assert (r["median"], r["min"], r["max"]) == (2.0, 1.0, 3.0)
+
+
+def test_synthetic_corpus_is_seeded_with_a_long_tail():
+    a, b = synthetic_texts(500, seed=1), synthetic_texts(500, seed=1)
+    assert a == b and a != synthetic_texts(500, seed=2)
+    words = sorted(len(t.split()) for t in a)
+    assert 30 <= words[len(words) // 2] <= 50 and words[-1] > 200
+
+
+def test_bench_smoke(tiny_bundle, tmp_path):
+    texts = ["John lives in New York City.", "Marie Curie won the Nobel Prize.", "Paris and Berlin."] * 10
+    corpus = tmp_path / "c.parquet"
+    pq.write_table(pa.table({"id": list(range(len(texts))), "text": texts}), corpus)
+    out = subprocess.run([sys.executable, "-m", "tommer.benchmarks.cli", "--model", str(tiny_bundle), "--corpus",
+                          str(corpus), "--backends", "reference,onnx-fp32,onnx-tensorrt-fp16", "--repeats", "2",
+                          "--sweep", "256", "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    results = json.loads((tmp_path / "out" / "bench.json").read_text())
+    onnx, ref = results["backends"]["onnx-fp32"], results["backends"]["reference"]
+    assert "skipped" in results["backends"]["onnx-tensorrt-fp16"]
+    assert onnx["agreement"] == {"exact_match_rate": 1.0, "dice": 1.0}, "same texts and weights, same spans"
+    assert len(onnx["runs"]) == 2 and onnx["tokens_per_second"]["median"] > 0
+    assert ref["ratio_to_reference"]["median"] == 1.0
+    assert onnx["runs"][0]["tokens"] == ref["runs"][0]["tokens"], "both count the same real tokens"
+    assert set(results["batch_tokens_sweep"]) == {"256", "512"}
+    assert (tmp_path / "out" / "bench.png").stat().st_size > 1000
+    assert "| onnx-fp32 |" in (tmp_path / "out" / "bench.md").read_text()
