@@ -9,7 +9,8 @@ CODE = """
 import sys
 import tommer, tommer.runtime
 from tommer.runtime import (annotator, batching, bundle, cli, decoding, errors, mentions, parquet_io,
-                            pipeline, session, tokenization, windows)
+                            pipeline, session, tokenization, windows, bio, evaluate, show,
+                            quality_cli)
 heavy = sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'transformers', 'onnx', 'onnxscript'})
 print(','.join(heavy))
 """

@@ -1,0 +1,83 @@
+"""Quality figures from tommer-annotate outputs: against gold mentions, and between two runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+Spans = Sequence[tuple[int, int]]
+
+
+def _prf(tp_p: float, n_pred: int, tp_g: float, n_gold: int) -> dict[str, float]:
+    """Precision is 1 when nothing was predicted (nothing wrong), recall 1 when nothing was to find."""
+    precision = tp_p / n_pred if n_pred else 1.0
+    recall = tp_g / n_gold if n_gold else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1}
+
+
+def _overlaps(a: tuple[int, int], spans: Spans) -> bool:
+    return any(a[0] < b[1] and b[0] < a[1] for b in spans)
+
+
+def doc_counts(pred: Spans, gold: Spans) -> dict[str, int]:
+    """Matches of one document: exact boundaries, and partial (any character overlap)."""
+    p, g = set(pred), set(gold)
+    return {"pred": len(p), "gold": len(g), "exact": len(p & g),
+            "partial_pred": sum(_overlaps(s, g) for s in p),  # predicted spans touching a gold span
+            "partial_gold": sum(_overlaps(s, p) for s in g)}  # gold spans touched by a prediction
+
+
+@dataclass
+class Scores:
+    """Micro and macro P/R/F1, exact and partial, over documents."""
+
+    counts: list[dict[str, int]]
+
+    def report(self) -> dict[str, object]:
+        total = {k: sum(c[k] for c in self.counts) for k in ("pred", "gold", "exact", "partial_pred", "partial_gold")}
+        micro_exact = _prf(total["exact"], total["pred"], total["exact"], total["gold"])
+        micro_partial = _prf(total["partial_pred"], total["pred"], total["partial_gold"], total["gold"])
+        per_doc_exact = [_prf(c["exact"], c["pred"], c["exact"], c["gold"]) for c in self.counts]
+        per_doc_partial = [_prf(c["partial_pred"], c["pred"], c["partial_gold"], c["gold"]) for c in self.counts]
+
+        def macro(rows):
+            return {k: float(np.mean([r[k] for r in rows])) if rows else 0.0 for k in ("precision", "recall", "f1")}
+
+        return {**micro_exact, "documents": len(self.counts), "predicted": total["pred"], "gold": total["gold"],
+                "micro": {"exact": micro_exact, "partial": micro_partial},
+                "macro": {"exact": macro(per_doc_exact), "partial": macro(per_doc_partial)}}
+
+
+def score(preds: Sequence[Spans], golds: Sequence[Spans]) -> dict[str, object]:
+    """P/R/F1 of predictions against gold; top-level keys are the micro exact-boundary figures."""
+    return Scores([doc_counts(p, g) for p, g in zip(preds, golds)]).report()
+
+
+def dice(a: set, b: set) -> float:
+    return 1.0 if not a and not b else 2 * len(a & b) / (len(a) + len(b))
+
+
+def agreement(first: Sequence[Spans], second: Sequence[Spans], ids: Sequence[object], worst: int = 10) -> dict[str, object]:
+    """Exact-match rate per document, DICE of all spans, and the documents that differ most."""
+    per_doc = [dice(set(a), set(b)) for a, b in zip(first, second)]
+    pooled_a = {(i, *s) for i, spans in enumerate(first) for s in spans}
+    pooled_b = {(i, *s) for i, spans in enumerate(second) for s in spans}
+    order = np.argsort(per_doc, kind="stable")[:worst]
+    return {"documents": len(per_doc), "exact_match_rate": float(np.mean([d == 1.0 for d in per_doc])) if per_doc else 1.0,
+            "dice": dice(pooled_a, pooled_b),
+            "most_different": [{"row": ids[i], "dice": per_doc[i], "only_first": sorted(set(first[i]) - set(second[i])),
+                                "only_second": sorted(set(second[i]) - set(first[i]))} for i in order if per_doc[i] < 1.0]}
+
+
+def sweep(candidates: Sequence[Sequence[tuple[int, int, float]]], golds: Sequence[Spans],
+          thresholds: Sequence[float]) -> list[dict[str, float]]:
+    """Micro exact P/R/F1 at each threshold, keeping candidates with score > threshold."""
+    rows = []
+    for t in thresholds:
+        preds = [[(s, e) for s, e, p in doc if p > t] for doc in candidates]
+        r = score(preds, golds)
+        rows.append({"threshold": float(t), "precision": r["precision"], "recall": r["recall"], "f1": r["f1"]})
+    return rows
