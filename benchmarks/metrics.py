@@ -58,23 +58,24 @@ def _best_seconds(fn, repeats: int) -> float:
     return best
 
 
-def matmul_peaks(size: int = 2048, repeats: int = 7, threads: int = 0) -> dict[str, float]:
-    """fp32 matrix-multiply FLOP/s (size^3 GEMM, all cores) with torch, numpy and onnxruntime.
-
-    The peak that utilisation is measured against is the best of the three: a slow
-    BLAS on this processor must not make the graph look more efficient than it is.
-    """
-    import onnx
-    import onnxruntime as ort
-    import torch
-    from onnx import TensorProto, helper
-
+def matmul_peak(library: str, size: int = 2048, repeats: int = 7, threads: int = 0) -> float:
+    """fp32 size^3 matrix-multiply FLOP/s of one library (torch, numpy or onnxruntime), all cores."""
     flops = 2 * size**3
     a32 = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)
     b32 = np.random.default_rng(1).standard_normal((size, size), dtype=np.float32)
-    ta, tb = torch.from_numpy(a32), torch.from_numpy(b32)
-    peaks = {"torch": flops / _best_seconds(lambda: torch.matmul(ta, tb), repeats),
-             "numpy": flops / _best_seconds(lambda: a32 @ b32, repeats)}
+    if library == "torch":
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        ta, tb = torch.from_numpy(a32), torch.from_numpy(b32)
+        return flops / _best_seconds(lambda: torch.matmul(ta, tb), repeats)
+    if library == "numpy":
+        return flops / _best_seconds(lambda: a32 @ b32, repeats)
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
     graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "mm",
                               [helper.make_tensor_value_info("a", TensorProto.FLOAT, [size, size])],
                               [helper.make_tensor_value_info("c", TensorProto.FLOAT, [size, size])],
@@ -83,7 +84,25 @@ def matmul_peaks(size: int = 2048, repeats: int = 7, threads: int = 0) -> dict[s
     if threads:
         options.intra_op_num_threads = threads
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
-    session = ort.InferenceSession(model.SerializeToString(),
-                                   options, providers=["CPUExecutionProvider"])
-    peaks["onnxruntime"] = flops / _best_seconds(lambda: session.run(None, {"a": a32}), repeats)
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return flops / _best_seconds(lambda: session.run(None, {"a": a32}), repeats)
+
+
+def matmul_peaks(size: int = 2048, repeats: int = 7, threads: int = 0) -> dict[str, float]:
+    """fp32 matrix-multiply FLOP/s with torch, numpy and onnxruntime, each in a fresh process.
+
+    The peak that utilisation is measured against is the best of the three: a slow BLAS
+    on this processor must not make the graph look more efficient than it is. Separate
+    processes, because one library's spinning threads steal the cores from the next.
+    """
+    import json
+    import subprocess
+    import sys
+
+    peaks = {}
+    for library in ("torch", "numpy", "onnxruntime"):
+        code = (f"import json; from tommer.benchmarks.metrics import matmul_peak; "
+                f"print(json.dumps(matmul_peak({library!r}, {size}, {repeats}, {threads})))")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        peaks[library] = float(json.loads(out.stdout.strip().splitlines()[-1]))
     return peaks
