@@ -20,6 +20,11 @@ class Decoding(str, Enum):
     nested = "nested"
 
 
+class Engine(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
 class Provider(str, Enum):
     auto = "auto"
     cpu = "cpu"
@@ -50,12 +55,24 @@ def annotate(
     resume: bool = typer.Option(False, help="Continue an interrupted run: keep finished outputs and finished parts."),
     overwrite: bool = typer.Option(False, help="Replace existing outputs."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar; print only the summary."),
+    engine: Engine = typer.Option(Engine.local, help="local: this process; ray: Ray Data (pip install 'tommer[ray]'), inputs and --output may be remote (s3://...), one output folder per input file."),
+    num_workers: int = typer.Option(1, help="With --engine ray: annotator actors (each loads the bundle once)."),
+    num_cpus_per_worker: float = typer.Option(1.0, help="With --engine ray: CPUs reserved per actor; leave some for Ray's read and write tasks."),
+    num_gpus_per_worker: float = typer.Option(0.0, help="With --engine ray: GPUs per actor (> 0 selects the cuda provider)."),
+    ray_address: Optional[str] = typer.Option(None, help="With --engine ray: cluster address. [default: a running cluster, else a local one]"),
 ) -> None:
     """Find every mention in the texts of SOURCE and write them to Parquet."""
     from .annotator import AnnotateOptions, Annotator
     from .errors import TommerError
     from .parquet_io import annotate_files
 
+    if engine is Engine.ray:
+        _annotate_ray(model, source, output, text_column, _columns(columns), chunk_rows, num_workers,
+                      num_cpus_per_worker, num_gpus_per_worker, ray_address, AnnotateOptions(
+                          decoding=decoding.value, threshold=threshold, max_tokens=max_tokens,
+                          window_overlap=window_overlap, batch_tokens=batch_tokens, keep_candidates=keep_candidates,
+                          provider=provider.value, threads=threads))
+        return
     try:
         annotator = Annotator(model, AnnotateOptions(
             decoding=decoding.value, threshold=threshold, max_tokens=max_tokens, window_overlap=window_overlap,
@@ -73,6 +90,31 @@ def annotate(
         f"{s.rows} rows, {s.documents_windowed} documents windowed, {s.tokens} tokens, {s.mentions} mentions, "
         f"padding {s.padding_fraction:.1%}, {summary.elapsed:.1f} s, {summary.tokens_per_second:,.0f} tokens/s"
     )
+
+
+def _annotate_ray(model, source, output, text_column, columns, rows, workers, cpus, gpus, address, options) -> None:
+    from .errors import InputError, TommerError
+    from .ray_engine import annotate_files_ray
+
+    try:
+        if output is None:
+            raise InputError("--engine ray needs --output FOLDER (one output folder per input file)")
+        _check_bundle(model, options)
+        summary = annotate_files_ray(model, source, output, text_column=text_column, columns=columns,
+                                     rows_per_batch=rows, workers=workers, num_cpus_per_worker=cpus,
+                                     num_gpus_per_worker=gpus, options=options, address=address)
+    except TommerError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from None
+    typer.echo(f"annotated {summary['files']} file(s) ({summary['skipped_files']} already done) on Ray: "
+               f"{summary['rows']} rows, {summary['seconds']:.1f} s")
+
+
+def _check_bundle(model, options) -> None:
+    """Fail fast, before Ray starts: the bundle and the options must be valid here too."""
+    from .annotator import Annotator
+
+    Annotator(model, options)
 
 
 class _progress:

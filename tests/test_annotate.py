@@ -264,3 +264,12 @@ def test_progress_bar_on_a_terminal(tiny_bundle, tmp_path):
     text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", output.decode(errors="replace"))  # drop colours
     assert os.waitstatus_to_exitcode(status) == 0, text
     assert f"/{len(TEXTS)} rows" in text and "tokens/s" in text and "annotated 1 file(s)" in text
+
+
+def test_engine_ray_without_ray_installed(tiny_bundle, tmp_path):
+    code = ("import sys; sys.modules['ray'] = None; from tommer.runtime.cli import main; "
+            f"sys.argv = ['tommer-annotate', {str(corpus(tmp_path))!r}, '--model', {str(tiny_bundle)!r}, "
+            f"'--engine', 'ray', '--output', {str(tmp_path / 'o')!r}]; main()")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 2 and "pip install 'tommer[ray]'" in out.stderr
+    assert not (tmp_path / "o").exists()

@@ -10,7 +10,7 @@ import sys
 import tommer, tommer.runtime
 from tommer.runtime import (annotator, batching, bundle, cli, decoding, errors, mentions, parquet_io,
                             pipeline, session, tokenization, windows, bio, evaluate, show,
-                            quality_cli)
+                            quality_cli, ray_engine)
 heavy = sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'transformers', 'onnx', 'onnxscript'})
 print(','.join(heavy))
 """
