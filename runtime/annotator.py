@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +82,23 @@ class Chunk:
     payload: Any = None  # what the caller carries along (e.g. the input rows)
 
 
+def check_options(manifest: Manifest, options: AnnotateOptions) -> AnnotateOptions:
+    """Validate ``options`` against a bundle without loading its graph; ``max_tokens`` resolved.
+
+    Raises:
+        InputError: naming the option and what it must be.
+    """
+    if options.decoding not in STRATEGIES:
+        raise InputError(f"--decoding {options.decoding!r}: expected one of {', '.join(STRATEGIES)}")
+    if not 0.0 <= options.threshold < 1.0:
+        raise InputError(f"--threshold {options.threshold}: expected a probability in [0, 1)")
+    max_tokens = options.max_tokens or manifest.tokenizer.max_tokens
+    if max_tokens > manifest.backbone.max_positions:
+        raise InputError(f"--max-tokens {max_tokens} exceeds the backbone's {manifest.backbone.max_positions} positions")
+    check_window_options(max_tokens, options.window_overlap, manifest.band_width)
+    return dataclasses.replace(options, max_tokens=max_tokens)
+
+
 class Annotator:
     """Annotate texts with a bundle made by ``tommer-export``.
 
@@ -91,19 +109,12 @@ class Annotator:
     def __init__(self, folder: str | Path, options: AnnotateOptions = AnnotateOptions()):
         self.folder = Path(folder)
         self.manifest: Manifest = read_manifest(self.folder)
-        if options.decoding not in STRATEGIES:
-            raise InputError(f"--decoding {options.decoding!r}: expected one of {', '.join(STRATEGIES)}")
-        if not 0.0 <= options.threshold < 1.0:
-            raise InputError(f"--threshold {options.threshold}: expected a probability in [0, 1)")
-        max_tokens = options.max_tokens or self.manifest.tokenizer.max_tokens
-        if max_tokens > self.manifest.backbone.max_positions:
-            raise InputError(f"--max-tokens {max_tokens} exceeds the backbone's {self.manifest.backbone.max_positions} positions")
-        check_window_options(max_tokens, options.window_overlap, self.manifest.band_width)
+        options = check_options(self.manifest, options)
         self.provider = pick_provider(options.provider)
         batch_tokens = options.batch_tokens or DEFAULT_BATCH_TOKENS[self.provider]
         if batch_tokens < 1:
             raise InputError(f"--batch-tokens must be >= 1, found {batch_tokens}")
-        self.options = AnnotateOptions(**{**options.__dict__, "max_tokens": max_tokens, "batch_tokens": batch_tokens})
+        self.options = dataclasses.replace(options, batch_tokens=batch_tokens)
         self.tokenizer = BundleTokenizer.from_bundle(self.folder, self.manifest)
         self.session = create_session(self.folder / MODEL_NAME, self.provider, options.threads)
 

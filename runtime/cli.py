@@ -93,13 +93,15 @@ def annotate(
 
 
 def _annotate_ray(model, source, output, text_column, columns, rows, workers, cpus, gpus, address, options) -> None:
+    from .annotator import check_options
+    from .bundle import read_manifest
     from .errors import InputError, TommerError
     from .ray_engine import annotate_files_ray
 
     try:
         if output is None:
             raise InputError("--engine ray needs --output FOLDER (one output folder per input file)")
-        _check_bundle(model, options)
+        check_options(read_manifest(model), options)  # fail fast, before Ray starts; no graph loaded
         summary = annotate_files_ray(model, source, output, text_column=text_column, columns=columns,
                                      rows_per_batch=rows, workers=workers, num_cpus_per_worker=cpus,
                                      num_gpus_per_worker=gpus, options=options, address=address)
@@ -108,13 +110,6 @@ def _annotate_ray(model, source, output, text_column, columns, rows, workers, cp
         raise typer.Exit(code=2) from None
     typer.echo(f"annotated {summary['files']} file(s) ({summary['skipped_files']} already done) on Ray: "
                f"{summary['rows']} rows, {summary['seconds']:.1f} s")
-
-
-def _check_bundle(model, options) -> None:
-    """Fail fast, before Ray starts: the bundle and the options must be valid here too."""
-    from .annotator import Annotator
-
-    Annotator(model, options)
 
 
 class _progress:

@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -218,11 +218,8 @@ def _write_atomic(path: Path, text: str) -> None:
 class Summary:
     files: int = 0
     skipped_files: int = 0
-    stats: Stats = None  # type: ignore[assignment]
+    stats: Stats = field(default_factory=Stats)
     elapsed: float = 0.0
-
-    def __post_init__(self):
-        self.stats = self.stats or Stats()
 
     @property
     def tokens_per_second(self) -> float:

@@ -9,6 +9,7 @@ output folder gets ``_SUCCESS`` last, and a rerun skips the files that have one.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from .annotator import AnnotateOptions, Annotator, Chunk, Stats, append_results
+from .annotator import AnnotateOptions, Annotator, Chunk, append_results
 from .errors import InputError
 
 SUCCESS = "_SUCCESS"
@@ -54,8 +55,8 @@ def annotate_dataset(dataset, bundle: str | Path, *, text_column: str = "text", 
 
     ``options`` are those of ``AnnotateOptions`` (decoding, threshold, max_tokens, ...).
     """
-    if num_gpus_per_worker and "provider" not in options:
-        options["provider"] = "cuda"
+    if num_gpus_per_worker and options.get("provider", "auto") == "auto":
+        options = {**options, "provider": "cuda"}  # a GPU actor runs the cuda provider
     keep = None if columns is None else list(columns)
     return dataset.map_batches(
         _AnnotateBlocks, batch_format="pyarrow", batch_size=rows_per_batch, concurrency=workers,
@@ -106,7 +107,7 @@ def annotate_files_ray(bundle: str | Path, source: str, output: str, *, text_col
         annotated = annotate_dataset(dataset, bundle, text_column=column, columns=columns,
                                      rows_per_batch=rows_per_batch, workers=workers,
                                      num_cpus_per_worker=num_cpus_per_worker,
-                                     num_gpus_per_worker=num_gpus_per_worker, **_option_dict(options))
+                                     num_gpus_per_worker=num_gpus_per_worker, **dataclasses.asdict(options))
         annotated.write_parquet(folder, filesystem=out_fs)
         rows = sum(pq.ParquetFile(f.path, filesystem=out_fs).metadata.num_rows
                    for f in out_fs.get_file_info(pafs.FileSelector(folder)) if f.path.endswith(".parquet"))
@@ -121,15 +122,14 @@ def annotate_files_ray(bundle: str | Path, source: str, output: str, *, text_col
     return summary
 
 
-def _option_dict(options: AnnotateOptions) -> dict[str, Any]:
-    return {k: v for k, v in options.__dict__.items()}
-
-
 def _list_inputs(fs, path: str) -> list[str]:
-    import glob as globlib
-
+    """Input files, as the local engine finds them (``resolve_inputs``) or on a remote filesystem."""
     import pyarrow.fs as pafs
 
+    from .parquet_io import resolve_inputs
+
+    if isinstance(fs, pafs.LocalFileSystem):
+        return [str(p) for p in resolve_inputs(path)[0]]
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.File:
         return [path]
@@ -137,11 +137,7 @@ def _list_inputs(fs, path: str) -> list[str]:
         found = fs.get_file_info(pafs.FileSelector(path, recursive=True))
         return sorted(f.path for f in found if f.type == pafs.FileType.File and f.path.endswith(".parquet")
                       and not f.base_name.startswith("."))
-    if isinstance(fs, pafs.LocalFileSystem):
-        matches = sorted(p for p in globlib.glob(path, recursive=True) if Path(p).is_file())
-        if matches:
-            return matches
-    raise InputError(f"{path}: no Parquet file found (expected a file, a folder of *.parquet or a local glob)")
+    raise InputError(f"{path}: no Parquet file found (expected a file or a folder of *.parquet; globs are local only)")
 
 
-__all__ = ["annotate_dataset", "annotate_files_ray", "Stats"]
+__all__ = ["annotate_dataset", "annotate_files_ray"]

@@ -86,3 +86,20 @@ def test_cli_engine_ray(ray_local, tiny_bundle, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "annotated 2 file(s) (0 already done) on Ray" in out.stdout
     assert len(rows_of(tmp_path / "out" / "part-0.parquet")) == 2 * len(TEXTS)
+
+
+def test_gpu_workers_run_the_cuda_provider():
+    """--num-gpus-per-worker > 0 selects cuda unless a provider was named."""
+    from tommer.runtime.ray_engine import annotate_dataset
+
+    class Recorder:
+        def map_batches(self, fn, **kwargs):
+            self.kwargs = kwargs
+            return self
+
+    auto = annotate_dataset(Recorder(), "b", num_gpus_per_worker=1, provider="auto").kwargs
+    assert auto["num_gpus"] == 1 and auto["fn_constructor_kwargs"]["options"]["provider"] == "cuda"
+    named = annotate_dataset(Recorder(), "b", num_gpus_per_worker=1, provider="tensorrt").kwargs
+    assert named["fn_constructor_kwargs"]["options"]["provider"] == "tensorrt"
+    cpu = annotate_dataset(Recorder(), "b", provider="auto").kwargs
+    assert cpu["num_gpus"] == 0 and cpu["fn_constructor_kwargs"]["options"]["provider"] == "auto"
