@@ -13,14 +13,14 @@ import pyarrow as pa
 
 from .batching import plan_batches
 from .bundle import MODEL_NAME, Manifest, read_manifest
-from .decoding import STRATEGIES, decode, decode_threshold
+from .decoding import SELECTORS, STRATEGIES
 from .errors import InputError
-from .mentions import Mention, char_mentions
+from .mentions import MENTION_TYPE, Mention, mention_lists, mentions_array  # noqa: F401 - re-exported
 from .session import create_session, pick_provider, run_band
-from .tokenization import BundleTokenizer, Encoding, pad_batch
-from .windows import check_window_options, stitch, window_starts
+from .spans import ChunkText, Hits, band_hits, mentions_column
+from .tokenization import BundleTokenizer, TokenBatch
+from .windows import check_window_options, plan_windows
 
-MENTION_TYPE = pa.struct([("start", pa.int32()), ("end", pa.int32()), ("text", pa.string()), ("score", pa.float32())])
 STAGES = ("read", "tokenize", "infer", "decode", "write")
 # Token budget of a batch, padding included. On CPUs small batches keep activations in
 # cache: on the 2-core benchmark machine 512 tokens ran at 7,601 tokens/s, 16,384 at 4,451
@@ -71,13 +71,13 @@ class Stats:
 
 @dataclass
 class Chunk:
-    """A pool of rows moving through the stages."""
+    """A pool of rows moving through the stages; every per-token and per-span field is a flat array."""
 
     texts: list[str | None]
-    encodings: list[Encoding | None] = field(default_factory=list)
-    bands: list[np.ndarray | None] = field(default_factory=list)
-    mentions: list[list[Mention]] = field(default_factory=list)
-    candidates: list[list[Mention]] | None = None
+    tokens: TokenBatch | None = None
+    hits: Hits | None = None  # spans above min(threshold, candidate floor), from the bands
+    mentions: pa.Array | None = None  # list<struct<start, end, text, score>>, one row per text
+    candidates: pa.Array | None = None
     stats: Stats = field(default_factory=Stats)
     payload: Any = None  # what the caller carries along (e.g. the input rows)
 
@@ -95,6 +95,8 @@ def check_options(manifest: Manifest, options: AnnotateOptions) -> AnnotateOptio
     max_tokens = options.max_tokens or manifest.tokenizer.max_tokens
     if max_tokens > manifest.backbone.max_positions:
         raise InputError(f"--max-tokens {max_tokens} exceeds the backbone's {manifest.backbone.max_positions} positions")
+    if options.keep_candidates is not None and not 0.0 <= options.keep_candidates < 1.0:
+        raise InputError(f"--keep-candidates {options.keep_candidates}: expected a probability in [0, 1)")
     check_window_options(max_tokens, options.window_overlap, manifest.band_width)
     return dataclasses.replace(options, max_tokens=max_tokens)
 
@@ -125,65 +127,59 @@ class Annotator:
     # -- stages ---------------------------------------------------------------------
     def tokenize(self, chunk: Chunk) -> Chunk:
         start = time.perf_counter()
-        present = [i for i, t in enumerate(chunk.texts) if t is not None]
-        encoded = self.tokenizer.encode_batch([chunk.texts[i] for i in present]) if present else []
-        chunk.encodings = [None] * len(chunk.texts)
-        for i, enc in zip(present, encoded):
-            chunk.encodings[i] = enc
+        chunk.tokens = self.tokenizer.encode_flat(chunk.texts)
         chunk.stats.seconds["tokenize"] += time.perf_counter() - start
         return chunk
 
     def infer(self, chunk: Chunk) -> Chunk:
-        """Run the graph over every window of every document, in length-sorted batches."""
+        """Run the graph over every window of every document, in length-sorted batches.
+
+        Only the candidate spans leave this stage (``chunk.hits``): each batch's band is
+        thresholded as soon as it comes out of the graph and then freed.
+        """
         start = time.perf_counter()
-        max_tokens, bos = self.options.max_tokens, self.tokenizer.bos_token_id
-        windows: list[np.ndarray] = []
-        plan: list[tuple[int, list[int], int]] = []  # (doc, window starts, first window index)
-        for doc, enc in enumerate(chunk.encodings):
-            if enc is None:
-                continue
-            content = enc.ids[1:]
-            starts = window_starts(len(content), max_tokens, self.options.window_overlap)
-            plan.append((doc, starts, len(windows)))
-            if len(starts) == 1:
-                windows.append(enc.ids)
-            else:
-                chunk.stats.documents_windowed += 1
-                windows.extend(np.concatenate([[bos], content[s : s + max_tokens - 1]]) for s in starts)
-        lengths = np.fromiter((len(w) for w in windows), dtype=np.int64, count=len(windows))
-        bands: list[np.ndarray] = [np.empty(0)] * len(windows)
-        for batch in plan_batches(lengths, self.options.batch_tokens):
-            ids, mask = pad_batch([windows[i] for i in batch], self.tokenizer.pad_token_id)
-            out = run_band(self.session, ids, mask)
+        opts, tokens = self.options, chunk.tokens
+        floor = opts.threshold if opts.keep_candidates is None else min(opts.threshold, opts.keep_candidates)
+        win = plan_windows(tokens.lengths, opts.max_tokens, opts.window_overlap)
+        chunk.stats.documents_windowed += int(np.count_nonzero(np.bincount(win["doc"], minlength=1) > 1))
+        first = tokens.start[win["doc"]] + win["start"]  # flat position of each window's first row
+        found = []
+        for batch in plan_batches(win["length"], opts.batch_tokens):
+            ids, mask = self._gather(tokens.ids, first[batch], win["length"][batch])
+            band = run_band(self.session, ids, mask)
             chunk.stats.padded_tokens += ids.size
-            for row, i in enumerate(batch.tolist()):
-                bands[i] = out[row, : lengths[i]]
-        chunk.stats.tokens += int(lengths.sum())
-        chunk.bands = [None] * len(chunk.texts)
-        for doc, starts, first in plan:
-            n_content = len(chunk.encodings[doc]) - 1
-            chunk.bands[doc] = stitch(bands[first : first + len(starts)], n_content, starts, max_tokens)
+            found.append(band_hits(band, floor, win["doc"][batch], win["start"][batch], win["own_lo"][batch],
+                                   win["own_hi"][batch]))
+        chunk.stats.tokens += int(win["length"].sum())
+        chunk.hits = Hits.concat(found)
         chunk.stats.seconds["infer"] += time.perf_counter() - start
         return chunk
 
+    def _gather(self, flat_ids: np.ndarray, first: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Right-padded ``(input_ids, attention_mask)`` of windows, BOS in column 0 of each."""
+        width = int(lengths.max())
+        cols = np.arange(width, dtype=np.int64)
+        mask = cols[None, :] < lengths[:, None]
+        ids = np.where(mask, flat_ids[np.minimum(first[:, None] + cols[None, :], len(flat_ids) - 1)],
+                       self.tokenizer.pad_token_id)
+        ids[:, 0] = self.tokenizer.bos_token_id
+        return ids, mask.astype(np.int64)
+
     def decode(self, chunk: Chunk) -> Chunk:
+        """Candidates to mention columns, for the whole chunk at once."""
         start = time.perf_counter()
-        opts = self.options
-        chunk.mentions, keep = [], opts.keep_candidates
-        chunk.candidates = [] if keep is not None else None
-        for text, enc, band in zip(chunk.texts, chunk.encodings, chunk.bands):
-            if enc is None:
-                chunk.mentions.append([])
-                if chunk.candidates is not None:
-                    chunk.candidates.append([])
-                continue
-            found = char_mentions(text, enc.offsets, *decode(band, opts.threshold, opts.decoding))
-            chunk.mentions.append(found)
-            if chunk.candidates is not None:
-                chunk.candidates.append(char_mentions(text, enc.offsets, *decode_threshold(band, keep)))
-        chunk.stats.mentions += sum(len(m) for m in chunk.mentions)
+        opts, tokens = self.options, chunk.tokens
+        chars = ChunkText(chunk.texts)
+        hits = chunk.hits
+        chosen = hits.above(opts.threshold) if opts.keep_candidates is not None else hits
+        if opts.decoding != "threshold":
+            chosen = _select_per_document(chosen.sorted(), SELECTORS[opts.decoding])
+        chunk.mentions = mentions_column(chosen, chars, tokens.start, tokens.offsets)
+        if opts.keep_candidates is not None:
+            chunk.candidates = mentions_column(hits.above(opts.keep_candidates), chars, tokens.start, tokens.offsets)
+        chunk.stats.mentions += len(chunk.mentions.values)
         chunk.stats.rows += len(chunk.texts)
-        chunk.bands = []  # free the bands early
+        chunk.hits = None  # free the spans early
         chunk.stats.seconds["decode"] += time.perf_counter() - start
         return chunk
 
@@ -193,7 +189,9 @@ class Annotator:
     # -- public API -----------------------------------------------------------------
     def annotate(self, texts: Sequence[str | None]) -> list[list[Mention]]:
         """Mentions of each text (``None`` gives no mention)."""
-        return self.process(Chunk(texts=list(texts))).mentions
+        if isinstance(texts, str):
+            raise InputError("annotate() takes a sequence of texts; for one string use annotate_text()")
+        return mention_lists(self.process(Chunk(texts=list(texts))).mentions)
 
     def annotate_text(self, text: str) -> list[Mention]:
         return self.annotate([text])[0]
@@ -213,24 +211,21 @@ class Annotator:
         return annotate_files(self, str(src), None if dst is None else str(dst), **kwargs)
 
 
-def mentions_array(per_doc: list[list[Mention]]) -> pa.Array:
-    """list<struct<start, end, text, score>> from per-document mentions, built from flat buffers."""
-    offsets = np.zeros(len(per_doc) + 1, dtype=np.int32)
-    np.cumsum([len(m) for m in per_doc], out=offsets[1:])
-    flat = [m for doc in per_doc for m in doc]
-    values = pa.StructArray.from_arrays(
-        [pa.array([m.start for m in flat], pa.int32()), pa.array([m.end for m in flat], pa.int32()),
-         pa.array([m.text for m in flat], pa.string()), pa.array([m.score for m in flat], pa.float32())],
-        fields=list(MENTION_TYPE),
-    )
-    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values, type=pa.list_(MENTION_TYPE))
+def _select_per_document(hits: Hits, select) -> Hits:
+    """Apply a per-document selection (greedy, flat, nested) to spans sorted by document."""
+    bounds = np.flatnonzero(np.diff(hits.doc)) + 1
+    keep = []
+    for lo, hi in zip(np.concatenate([[0], bounds]).tolist(), np.concatenate([bounds, [len(hits)]]).tolist()):
+        if hi > lo:
+            kept = select((hits.start[lo:hi], hits.end[lo:hi], hits.score[lo:hi]), return_index=True)
+            keep.append(lo + kept)
+    return hits.take(np.concatenate(keep) if keep else np.zeros(0, np.int64))
 
 
 def append_results(table: pa.Table, chunk: Chunk) -> pa.Table:
     """Append the result columns of a processed chunk to its rows."""
-    n_tokens = [0 if e is None else len(e) - 1 for e in chunk.encodings]
-    table = table.append_column("mentions", mentions_array(chunk.mentions))
-    table = table.append_column("n_tokens", pa.array(n_tokens, pa.int32()))
+    table = table.append_column("mentions", chunk.mentions)
+    table = table.append_column("n_tokens", pa.array(chunk.tokens.n_tokens.astype(np.int32)))
     if chunk.candidates is not None:
-        table = table.append_column("candidates", mentions_array(chunk.candidates))
+        table = table.append_column("candidates", chunk.candidates)
     return table

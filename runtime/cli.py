@@ -52,6 +52,7 @@ def annotate(
     chunk_rows: int = typer.Option(2048, help="Rows read, sorted by length and written per part (the look-ahead pool; also the resume granularity)."),
     provider: Provider = typer.Option(Provider.auto, help="onnxruntime execution provider; auto picks tensorrt, then cuda, then cpu; a named provider that is missing is an error."),
     threads: int = typer.Option(0, help="onnxruntime intra-op threads; 0 lets onnxruntime use every core."),
+    host_threads: int = typer.Option(0, help="Threads for each host stage (tokenize, decode, write) around the one that runs the model; 0: one per 4 usable cores, 1 to 8."),
     resume: bool = typer.Option(False, help="Continue an interrupted run: keep finished outputs and finished parts."),
     overwrite: bool = typer.Option(False, help="Replace existing outputs."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar; print only the summary."),
@@ -80,7 +81,8 @@ def annotate(
         with _progress(quiet or not sys.stderr.isatty()) as bar:
             summary = annotate_files(annotator, source, output, text_column=text_column, columns=_columns(columns),
                                      chunk_rows=chunk_rows, overwrite=overwrite, resume=resume,
-                                     on_chunk=bar and bar.update, on_total=bar and bar.total)
+                                     on_chunk=bar and bar.update, on_total=bar and bar.total,
+                                     host_threads=host_threads)
     except TommerError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None
@@ -142,7 +144,7 @@ class _progress:
 
         self.tokens += chunk.stats.tokens
         rate = self.tokens / max(time.perf_counter() - self.start, 1e-9)
-        self.bar.update(self.task, advance=len(chunk.texts), rate=f"{rate:,.0f} tokens/s")
+        self.bar.update(self.task, advance=chunk.stats.rows, rate=f"{rate:,.0f} tokens/s")
 
     def __exit__(self, *exc):
         if not self.silent:

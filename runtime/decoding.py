@@ -33,8 +33,10 @@ def candidates(band: np.ndarray, threshold: float) -> Spans:
     return starts[order].astype(np.int64), ends[order].astype(np.int64), scores[order]
 
 
-def _select(spans: Spans, keep: list[int] | np.ndarray) -> Spans:
+def _select(spans: Spans, keep: list[int] | np.ndarray, return_index: bool = False):
     keep = np.asarray(sorted(keep, key=lambda k: (spans[0][k], spans[1][k])), dtype=np.int64)
+    if return_index:
+        return keep
     return spans[0][keep], spans[1][keep], spans[2][keep]
 
 
@@ -45,7 +47,11 @@ def decode_threshold(band: np.ndarray, threshold: float = 0.5) -> Spans:
 
 def decode_greedy(band: np.ndarray, threshold: float = 0.5) -> Spans:
     """Highest score first (ties: longer, then smaller start, then smaller end); no overlaps."""
-    spans = candidates(band, threshold)
+    return select_greedy(candidates(band, threshold))
+
+
+def select_greedy(spans: Spans, return_index: bool = False):
+    """``decode_greedy`` on candidate spans; with ``return_index`` the kept indices, sorted by (start, end)."""
     starts, ends, scores = spans
     order = np.lexsort((ends, starts, -(ends - starts), -scores.astype(np.float64)))
     taken = np.zeros(int(ends.max()) + 1 if len(ends) else 0, dtype=bool)
@@ -55,12 +61,16 @@ def decode_greedy(band: np.ndarray, threshold: float = 0.5) -> Spans:
         if not taken[s:e].any():
             taken[s:e] = True
             keep.append(int(k))
-    return _select(spans, keep)
+    return _select(spans, keep, return_index)
 
 
 def decode_flat(band: np.ndarray, threshold: float = 0.5) -> Spans:
     """Weighted interval scheduling: the non-overlapping set with the largest total score."""
-    spans = candidates(band, threshold)
+    return select_flat(candidates(band, threshold))
+
+
+def select_flat(spans: Spans, return_index: bool = False):
+    """``decode_flat`` on candidate spans (see ``select_greedy``)."""
     starts, ends, scores = spans
     order = sorted(range(len(ends)), key=lambda k: (ends[k], starts[k]))
     end_list = [int(ends[k]) for k in order]
@@ -79,7 +89,7 @@ def decode_flat(band: np.ndarray, threshold: float = 0.5) -> Spans:
             m = prev[m]
         else:
             m -= 1
-    return _select(spans, keep)
+    return _select(spans, keep, return_index)
 
 
 def _best_laminar(lo: int, hi: int, members: list[int], spans: Spans,
@@ -115,10 +125,14 @@ def _best_laminar(lo: int, hi: int, members: list[int], spans: Spans,
 
 def decode_nested(band: np.ndarray, threshold: float = 0.5) -> Spans:
     """The best well-nested set (spans may nest, never cross), by dynamic programming."""
-    spans = candidates(band, threshold)
+    return select_nested(candidates(band, threshold))
+
+
+def select_nested(spans: Spans, return_index: bool = False):
+    """``decode_nested`` on candidate spans (see ``select_greedy``)."""
     starts, ends, scores = spans
     if len(starts) == 0:
-        return spans
+        return np.zeros(0, dtype=np.int64) if return_index else spans
     order = sorted(range(len(starts)), key=lambda k: (ends[k] - starts[k], starts[k]))
     value: dict[int, float] = {}
     inner: dict[int, list[int]] = {}
@@ -130,7 +144,7 @@ def decode_nested(band: np.ndarray, threshold: float = 0.5) -> Spans:
         value[k], inner[k] = float(scores[k]) + v, chosen
         done_by_start.setdefault(s, []).append(k)
     _, keep = _best_laminar(int(starts.min()), int(ends.max()), list(value), spans, value, inner)
-    return _select(spans, keep)
+    return _select(spans, keep, return_index)
 
 
 DECODERS: dict[str, Callable[[np.ndarray, float], Spans]] = {
@@ -138,6 +152,14 @@ DECODERS: dict[str, Callable[[np.ndarray, float], Spans]] = {
     "greedy": decode_greedy,
     "flat": decode_flat,
     "nested": decode_nested,
+}
+
+
+# selections after thresholding, on candidate spans sorted by (start, end)
+SELECTORS: dict[str, Callable[..., np.ndarray | Spans]] = {
+    "greedy": select_greedy,
+    "flat": select_flat,
+    "nested": select_nested,
 }
 
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
+
+# the ``mentions`` (and ``candidates``) column: one list of these per document
+MENTION_TYPE = pa.struct([("start", pa.int32()), ("end", pa.int32()), ("text", pa.string()), ("score", pa.float32())])
 
 
 @dataclass(frozen=True)
@@ -36,3 +40,21 @@ def char_mentions(text: str, offsets: np.ndarray, starts: np.ndarray, ends: np.n
         if s < e and best.get((s, e), -1.0) < p:
             best[(s, e)] = p
     return [Mention(s, e, text[s:e], p) for (s, e), p in sorted(best.items())]
+
+
+def mentions_array(per_doc: list[list[Mention]]) -> pa.Array:
+    """``list<struct<start, end, text, score>>`` from per-document ``Mention`` lists."""
+    offsets = np.zeros(len(per_doc) + 1, dtype=np.int32)
+    np.cumsum([len(m) for m in per_doc], out=offsets[1:])
+    flat = [m for doc in per_doc for m in doc]
+    values = pa.StructArray.from_arrays(
+        [pa.array([m.start for m in flat], pa.int32()), pa.array([m.end for m in flat], pa.int32()),
+         pa.array([m.text for m in flat], pa.string()), pa.array([m.score for m in flat], pa.float32())],
+        fields=list(MENTION_TYPE),
+    )
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values, type=pa.list_(MENTION_TYPE))
+
+
+def mention_lists(column: pa.Array | pa.ChunkedArray) -> list[list[Mention]]:
+    """Per-document ``Mention`` lists from a ``mentions`` column (for the Python API, not the hot path)."""
+    return [[Mention(m["start"], m["end"], m["text"], m["score"]) for m in doc or ()] for doc in column.to_pylist()]

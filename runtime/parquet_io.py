@@ -229,11 +229,15 @@ class Summary:
 def annotate_files(annotator: Annotator, source: str, output: str | None, *, text_column: str | None = None,
                    columns: list[str] | None = None, chunk_rows: int = 2048, overwrite: bool = False,
                    resume: bool = False, on_chunk: Callable[[Chunk], None] | None = None,
-                   on_total: Callable[[int], None] | None = None) -> Summary:
+                   on_total: Callable[[int], None] | None = None, host_threads: int = 0) -> Summary:
     """Annotate every input file; all inputs are checked before anything is written.
 
-    ``on_total`` is called once with the number of rows to process, ``on_chunk`` after each chunk.
+    ``on_total`` is called once with the number of rows to process, ``on_chunk`` after each chunk
+    (``chunk.stats.rows``, ``chunk.stats.tokens``). ``host_threads`` threads run each of the
+    tokenize, decode and write stages (0: ``default_host_threads()``); one runs the session.
     """
+    if host_threads < 0:
+        raise InputError(f"--host-threads must be >= 0, found {host_threads}")
     if overwrite and resume:
         raise InputError("--overwrite and --resume exclude each other")
     if chunk_rows < 1:
@@ -264,39 +268,57 @@ def annotate_files(annotator: Annotator, source: str, output: str | None, *, tex
         if resume and item.output.exists():
             summary.skipped_files += 1
             continue
-        summary.stats.add(_annotate_one(annotator, item, fingerprint, chunk_rows, resume, on_chunk))
+        summary.stats.add(_annotate_one(annotator, item, fingerprint, chunk_rows, resume, on_chunk, host_threads))
         summary.files += 1
     summary.elapsed = time.perf_counter() - start
     return summary
 
 
 def _annotate_one(annotator: Annotator, item: InputFile, fingerprint: dict[str, Any], chunk_rows: int,
-                  resume: bool, on_chunk: Callable[[Chunk], None] | None) -> Stats:
+                  resume: bool, on_chunk: Callable[[Chunk], None] | None, host_threads: int) -> Stats:
     store = PartStore(item.output, fingerprint)
     done = store.start(resume)
     stats = Stats()
     read_columns = list(dict.fromkeys(item.keep + [item.text_column]))
 
     def read() -> Iterator[Chunk]:
-        for table in read_chunks(item.path, read_columns, chunk_rows, done * chunk_rows):
+        for index, table in enumerate(read_chunks(item.path, read_columns, chunk_rows, done * chunk_rows), start=done):
             begin = time.perf_counter()
             chunk = Chunk(texts=texts_of(table.column(item.text_column), str(item.path), item.text_column),
-                          payload=table.select(item.keep))
+                          payload=(index, table.select(item.keep)))
             chunk.stats.seconds["read"] += time.perf_counter() - begin
             yield chunk
 
-    index = done
-    for chunk in pipelined(read(), [annotator.tokenize, annotator.infer, annotator.decode]):
+    schema = item.out_schema.remove_metadata()
+
+    def write(chunk: Chunk) -> Chunk:
         begin = time.perf_counter()
-        table = append_results(chunk.payload, chunk).cast(item.out_schema.remove_metadata())
-        store.write(index, table)
-        index += 1
+        index, rows = chunk.payload
+        store.write(index, append_results(rows, chunk).cast(schema))
+        chunk.payload = index
+        chunk.texts, chunk.tokens, chunk.mentions, chunk.candidates = [], None, None, None  # free early
         chunk.stats.seconds["write"] += time.perf_counter() - begin
+        return chunk
+
+    n = host_threads or default_host_threads()
+    index = done
+    stages = [annotator.tokenize, annotator.infer, annotator.decode, write]
+    for chunk in pipelined(read(), stages, workers=[n, 1, n, n]):
+        index = chunk.payload + 1
         stats.add(chunk.stats)
         if on_chunk is not None:
             on_chunk(chunk)
     store.finalize(item.out_schema.with_metadata(output_metadata(annotator, item)), index)
     return stats
+
+
+def default_host_threads() -> int:
+    """Threads of each host stage (tokenize, decode, write): one per 4 cores this process may use, 1 to 8."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(8, cores // 4))
 
 
 def output_metadata(annotator: Annotator, item: InputFile) -> dict[bytes, bytes]:

@@ -8,6 +8,7 @@ front, with the empty character range (0, 0). Offsets are Python string indices.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,25 @@ class Encoding:
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
+
+
+@dataclass
+class TokenBatch:
+    """A chunk's encodings, flattened: no Python object per token.
+
+    Document ``d`` is ``ids[start[d] : start[d] + lengths[d]]`` (BOS first) with its
+    character ``offsets`` (document-local, BOS ``(0, 0)``); a ``None`` text has length 0.
+    """
+
+    ids: np.ndarray  # (tokens,) int64
+    offsets: np.ndarray  # (tokens, 2) int64
+    lengths: np.ndarray  # (docs,) int64, BOS included; 0 for a None text
+    start: np.ndarray  # (docs,) int64
+
+    @property
+    def n_tokens(self) -> np.ndarray:
+        """Tokens per document, BOS excluded (0 for a None text)."""
+        return np.maximum(self.lengths - 1, 0)
 
 
 class BundleTokenizer:
@@ -60,6 +80,23 @@ class BundleTokenizer:
                 offsets[1:] = np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)
             out.append(Encoding(ids, offsets))
         return out
+
+
+    def encode_flat(self, texts: list[str | None]) -> TokenBatch:
+        """Encode a chunk (parallel in Rust) into flat arrays; ``None`` texts get no token."""
+        present = [i for i, t in enumerate(texts) if t is not None]
+        encodings = self._tok.encode_batch([texts[i] for i in present], add_special_tokens=False) if present else []
+        lengths = np.zeros(len(texts), dtype=np.int64)
+        lengths[present] = np.fromiter((len(e.ids) + 1 for e in encodings), dtype=np.int64, count=len(encodings))
+        start = np.zeros(len(texts), dtype=np.int64)
+        np.cumsum(lengths[:-1], out=start[1:])
+        total = int(lengths.sum())
+        bos = (self.bos_token_id,)
+        ids = np.fromiter(chain.from_iterable(chain(bos, e.ids) for e in encodings), dtype=np.int64, count=total)
+        zero = ((0, 0),)
+        flat = chain.from_iterable(chain.from_iterable(chain(zero, e.offsets) for e in encodings))
+        offsets = np.fromiter(flat, dtype=np.int64, count=2 * total).reshape(total, 2)
+        return TokenBatch(ids, offsets, lengths, start)
 
 
 def pad_batch(sequences: list[np.ndarray], pad_token_id: int, length: int | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -61,3 +61,33 @@ def stitch(window_bands: list[np.ndarray], n_tokens: int, starts: list[int], max
         mine = window == k
         out[1:][mine] = band[row[mine]]
     return out
+
+
+def plan_windows(lengths: np.ndarray, max_tokens: int, overlap: int) -> dict[str, np.ndarray]:
+    """Every window of a chunk's documents as flat arrays (documents of length 0 have none).
+
+    ``lengths`` counts tokens with BOS. Window ``w`` of document ``doc[w]`` starts at content
+    token ``start[w]``, holds ``length[w]`` tokens with BOS, and its row ``r`` is the
+    document's row ``start[w] + r`` (BOS-first); it owns rows ``own_lo[w] <= r < own_hi[w]``:
+    for a document in one window every row, BOS included, else the rows whose span ends it
+    owns by the rule of ``owner_rows``.
+    """
+    content = lengths - 1
+    whole = np.flatnonzero((lengths > 0) & (content <= max_tokens - 1))
+    parts = {"doc": [whole], "start": [np.zeros(len(whole), np.int64)], "length": [lengths[whole]],
+             "own_lo": [np.zeros(len(whole), np.int64)], "own_hi": [lengths[whole]]}
+    for d in np.flatnonzero(content > max_tokens - 1).tolist():
+        n = int(content[d])
+        starts = window_starts(n, max_tokens, overlap)
+        owner, _ = owner_rows(n, starts, max_tokens)
+        ks = np.arange(len(starts))
+        first, last = np.searchsorted(owner, ks, "left"), np.searchsorted(owner, ks, "right")  # owned tokens b
+        s = np.asarray(starts, dtype=np.int64)
+        parts["doc"].append(np.full(len(starts), d, np.int64))
+        parts["start"].append(s)
+        parts["length"].append(np.minimum(max_tokens - 1, n - s) + 1)
+        parts["own_lo"].append(first - s + 1)  # token b is row b - s + 1 of the window
+        parts["own_hi"].append(last - s + 1)
+    table = {k: np.concatenate(v).astype(np.int64) for k, v in parts.items()}
+    order = np.argsort(table["doc"], kind="stable")  # document order (windows in order within one)
+    return {k: v[order] for k, v in table.items()}

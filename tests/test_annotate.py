@@ -70,25 +70,22 @@ def test_mentions_equal_graph_decoded_per_text(tiny_bundle, strategy):
     assert sum(map(len, got)) > 0
 
 
-def test_long_documents_are_windowed_never_truncated(tiny_bundle):
-    """A document past --max-tokens: windows stitch to the owner windows' own outputs, all text covered."""
-    text = TEXTS[-1] * 2
-    annotator = Annotator.from_bundle(tiny_bundle, max_tokens=48, window_overlap=16)
-    chunk = annotator.infer(annotator.tokenize(Chunk(texts=[text])))
-    assert chunk.stats.documents_windowed == 1
-    band = chunk.bands[0]
-    enc = chunk.encodings[0]
-    assert band.shape[0] == len(enc)
-    mentions = annotator.decode(chunk).mentions[0]
-    assert max(m.end for m in mentions) > len(text) - 15, "mentions reach the end of the document"
-    check_mentions([text], [mentions])
-    # a window-sized document is exact: one window, the graph's own output
-    short = Annotator.from_bundle(tiny_bundle)
-    alone = short.infer(short.tokenize(Chunk(texts=[text])))
-    assert alone.stats.documents_windowed == 0
-    whole = alone.bands[0]
-    assert whole.shape == band.shape
-    np.testing.assert_allclose(whole[:40], band[:40], atol=1e-5)  # before the first window ends
+@pytest.mark.parametrize("strategy", ["threshold", "nested"])
+def test_long_documents_are_windowed_never_truncated(tiny_bundle, strategy):
+    """A document past --max-tokens: windows, owner rows stitched, equal to the per-document oracle."""
+    from oracle import oracle_columns
+
+    texts = [TEXTS[-1] * 2, "short one", TEXTS[-1] * 3]
+    annotator = Annotator.from_bundle(tiny_bundle, max_tokens=48, window_overlap=27, decoding=strategy,
+                                      keep_candidates=0.3, batch_tokens=100)
+    chunk = annotator.process(Chunk(texts=texts))
+    assert chunk.stats.documents_windowed == 2
+    mentions, candidates = oracle_columns(annotator.session, annotator.tokenizer, texts, max_tokens=48, overlap=27,
+                                          decoding=strategy, keep_candidates=0.3)
+    assert chunk.mentions.equals(mentions) and chunk.candidates.equals(candidates)
+    got = annotator.annotate(texts)
+    assert max(m.end for m in got[0]) > len(texts[0]) - 15, "mentions reach the end of the document"
+    check_mentions(texts, got)
 
 
 def test_parquet_roundtrip_keeps_rows_order_and_columns(tiny_bundle, tmp_path):
