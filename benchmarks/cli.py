@@ -158,6 +158,40 @@ def figures(runs: dict[str, list[dict]], src: Path, work: Path, manifest, peak: 
     return out
 
 
+feed_app = typer.Typer(add_completion=False, rich_markup_mode=None,
+                       help="Measure the host feed: the whole annotation process with a near-free model, against the raw tokenizer.")
+
+
+@feed_app.command()
+def feed(
+    work: Path = typer.Option(Path("benchmarks/results/work"), help="Folder for the feed bundle and corpora (built once, reused)."),
+    out: Path = typer.Option(Path("benchmarks/results"), help="Folder for feed.json and feed.md."),
+    tokens: int = typer.Option(4_000_000, help="About how many tokens the main corpus holds (log-normal lengths, median ~60 tokens, tail to ~2,000)."),
+    memory_tokens: str = typer.Option("1000000,10000000", help="Corpus sizes (tokens, comma-separated) at which peak RSS is measured once each; '' for none."),
+    cores: str = typer.Option("0;0,1", help="Core sets to pin each run to with taskset, ';'-separated (e.g. '0;0,1' for 1 then 2 cores); '' runs unpinned."),
+    repeats: int = typer.Option(3, help="Rounds; in each, the tokenizer and the annotation run alternately in fresh processes."),
+    threshold: float = typer.Option(0.9, help="--threshold of the annotation (0.9 gives about 0.5 mentions per token with the feed bundle)."),
+    batch_tokens: int = typer.Option(8192, help="--batch-tokens of the annotation."),
+    chunk_rows: int = typer.Option(2048, help="--chunk-rows of the annotation (and the tokenizer's chunk size)."),
+    host_threads: int = typer.Option(0, help="--host-threads of the annotation (0: automatic)."),
+    seed: int = typer.Option(0, help="Seed of the corpus."),
+) -> None:
+    """Run the feed benchmark and write feed.json and feed.md."""
+    from .feed import feed_main
+
+    result = feed_main(work, out, tokens, [int(x) for x in memory_tokens.split(",") if x.strip()],
+                       [c.strip() for c in cores.split(";")] if cores.strip() else [""], repeats, threshold,
+                       batch_tokens, chunk_rows, host_threads, seed)
+    for row in result["scaling"]:
+        typer.echo(f"cores {row['cores'] or 'all'}: tokenizer {row['tokenizer_tokens_per_s']:,.0f} tokens/s, "
+                   f"annotate {row['annotate_tokens_per_s']:,.0f} tokens/s, feed ratio {row['ratio']:.2f}, "
+                   f"peak RSS {row['peak_rss_mb']:.0f} MB")
+
+
+def feed_entry() -> None:
+    feed_app(prog_name="tommer-bench-feed")
+
+
 def main() -> None:
     app(prog_name="tommer-bench")
 

@@ -204,3 +204,105 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# -- the command ----------------------------------------------------------------------------
+def _tokens_to_docs(tokens: int) -> int:
+    return max(100, int(tokens / 90))  # about 90 tokens a document on average with these lengths
+
+
+def _corpus(work: Path, tokens: int, seed: int) -> Path:
+    path = work / f"feed-corpus-{tokens}-{seed}.parquet"
+    if not path.is_file():
+        tmp = path.with_name(f".{path.name}.tmp")
+        write_feed_corpus(tmp, _tokens_to_docs(tokens), seed=seed)
+        os.replace(tmp, path)
+    return path
+
+
+def _median(xs: list[float]) -> float:
+    return float(np.median(xs)) if xs else float("nan")
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [f"# Host feed benchmark ({result['machine']})", "",
+             f"Feed bundle (near-free `Gather` graph), corpus {result['corpus']['tokens']:,} tokens in "
+             f"{result['corpus']['rows']:,} rows, threshold {result['threshold']}, "
+             f"{result['mentions_per_token']:.2f} mentions per token, `--batch-tokens {result['batch_tokens']}`, "
+             f"`--chunk-rows {result['chunk_rows']}`; {result['repeats']} rounds, tokenizer and annotation alternating "
+             "in fresh processes; medians.", "",
+             "| cores | raw tokenizer tokens/s | tommer-annotate tokens/s (Parquet to Parquet) | feed ratio | "
+             "read | tokenize | infer | decode | write (stage s, overlapping) | peak RSS |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for row in result["scaling"]:
+        st = row["stage_seconds"]
+        lines.append(f"| {row['cores']} | {row['tokenizer_tokens_per_s']:,.0f} | {row['annotate_tokens_per_s']:,.0f} | "
+                     f"**{row['ratio']:.2f}** (min {row['ratio_min']:.2f}) | {st['read']:.1f} | {st['tokenize']:.1f} | "
+                     f"{st['infer']:.1f} | {st['decode']:.1f} | {st['write']:.1f} | {row['peak_rss_mb']:.0f} MB |")
+    if result.get("memory"):
+        lines += ["", "Peak RSS against corpus size (one run each, all cores):", "",
+                  "| corpus tokens | rows | tokens/s | peak RSS |", "| --- | --- | --- | --- |"]
+        for row in result["memory"]:
+            lines.append(f"| {row['tokens']:,} | {row['rows']:,} | {row['tokens_per_s']:,.0f} | {row['peak_rss_mb']:.0f} MB |")
+    return "\n".join(lines) + "\n"
+
+
+def feed_main(
+    work: Path, out: Path, tokens: int, memory_tokens: list[int], cores: list[str], repeats: int,
+    threshold: float, batch_tokens: int, chunk_rows: int, host_threads: int, seed: int,
+) -> dict[str, Any]:
+    """Run the feed benchmark; returns the result written to ``out/feed.json`` and ``out/feed.md``."""
+    from .cli import machine_summary
+
+    work.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    log = lambda msg: print(f"[feed] {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    log(f"bundle and corpus in {work} (built once)")
+    bundle = str(build_feed_bundle(work / "feed-bundle"))
+    corpus = _corpus(work, tokens, seed)
+    options = dict(threshold=threshold, batch_tokens=batch_tokens, chunk_rows=chunk_rows, host_threads=host_threads)
+    output = str(work / "feed-out.parquet")
+    runs: dict[str, list[tuple[dict, dict]]] = {c: [] for c in cores}
+    for r in range(repeats):
+        for c in cores:
+            tok = run_child("tokenizer", c, bundle, str(corpus), chunk_rows)
+            ann = run_child("annotate", c, bundle, str(corpus), output, dict(options))
+            runs[c].append((tok, ann))
+            log(f"round {r + 1}/{repeats}, cores {c}: tokenizer {tok['tokens_per_s']:,.0f} tokens/s, annotate "
+                f"{ann['tokens'] / ann['seconds']:,.0f} tokens/s, ratio {ann['tokens'] / ann['seconds'] / tok['tokens_per_s']:.2f}")
+    scaling = []
+    for c, pairs in runs.items():
+        ratios = [a["tokens"] / a["seconds"] / t["tokens_per_s"] for t, a in pairs]
+        scaling.append({
+            "cores": c, "n_cores": len(c.split(",")) if c else os.cpu_count(),
+            "tokenizer_tokens_per_s": _median([t["tokens_per_s"] for t, _ in pairs]),
+            "annotate_tokens_per_s": _median([a["tokens"] / a["seconds"] for _, a in pairs]),
+            "annotate_process_tokens_per_s": _median([a["tokens"] / a["process_seconds"] for _, a in pairs]),
+            "ratio": _median(ratios), "ratio_min": min(ratios), "ratios": ratios,
+            "stage_seconds": {k: _median([a["stage_seconds"][k] for _, a in pairs]) for k in pairs[0][1]["stage_seconds"]},
+            "peak_rss_mb": max(a["peak_rss_mb"] for _, a in pairs),
+        })
+    first = runs[cores[0]][0][1]
+    memory = []
+    for n in memory_tokens:
+        path = _corpus(work, n, seed + 1)
+        log(f"peak RSS at {n:,} tokens")
+        ann = run_child("annotate", None, bundle, str(path), output, dict(options))
+        memory.append({"tokens": ann["tokens"], "rows": ann["rows"], "tokens_per_s": ann["tokens"] / ann["seconds"],
+                       "peak_rss_mb": ann["peak_rss_mb"]})
+    import pyarrow.parquet as pq
+
+    result = {
+        "machine": machine_summary(0.0).rsplit(", fp32", 1)[0],
+        "corpus": {"rows": pq.ParquetFile(corpus).metadata.num_rows, "tokens": first["tokens"]},
+        "threshold": threshold, "batch_tokens": batch_tokens, "chunk_rows": chunk_rows, "host_threads": host_threads,
+        "repeats": repeats, "mentions_per_token": first["mentions"] / first["tokens"], "padding": first["padding"],
+        "raw_tokenizer": "tokenizers.Tokenizer.encode_batch (offsets included, as the annotator needs them), "
+                         "chunks of --chunk-rows texts, Parquet reading not timed",
+        "annotate": "annotate_files in a fresh process: read, tokenize, infer, decode, write parts, join the output",
+        "scaling": scaling, "memory": memory,
+    }
+    (out / "feed.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "feed.md").write_text(markdown(result))
+    log(f"wrote {out / 'feed.json'} and {out / 'feed.md'}")
+    return result
