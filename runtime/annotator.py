@@ -16,7 +16,8 @@ from .bundle import MODEL_NAME, Manifest, read_manifest
 from .decoding import SELECTORS, STRATEGIES
 from .errors import InputError
 from .mentions import MENTION_TYPE, Mention, mention_lists, mentions_array  # noqa: F401 - re-exported
-from .session import create_session, pick_provider, run_band
+from .providers import graph_kind
+from .session import open_session, run_band
 from .spans import ChunkText, Hits, band_hits, mentions_column
 from .tokenization import BundleTokenizer, TokenBatch
 from .windows import check_window_options, plan_windows
@@ -112,13 +113,13 @@ class Annotator:
         self.folder = Path(folder)
         self.manifest: Manifest = read_manifest(self.folder)
         options = check_options(self.manifest, options)
-        self.provider = pick_provider(options.provider)
-        batch_tokens = options.batch_tokens or DEFAULT_BATCH_TOKENS[self.provider]
-        if batch_tokens < 1:
-            raise InputError(f"--batch-tokens must be >= 1, found {batch_tokens}")
-        self.options = dataclasses.replace(options, batch_tokens=batch_tokens)
+        if options.batch_tokens is not None and options.batch_tokens < 1:
+            raise InputError(f"--batch-tokens must be >= 1, found {options.batch_tokens}")
         self.tokenizer = BundleTokenizer.from_bundle(self.folder, self.manifest)
-        self.session = create_session(self.folder / MODEL_NAME, self.provider, options.threads)
+        kind = graph_kind(self.manifest.dtype, self.manifest.quantization)
+        self.session, self.provider = open_session(self.folder / MODEL_NAME, options.provider, options.threads, kind=kind)
+        batch_tokens = options.batch_tokens or DEFAULT_BATCH_TOKENS[self.provider]
+        self.options = dataclasses.replace(options, batch_tokens=batch_tokens)
 
     @classmethod
     def from_bundle(cls, folder: str | Path, **options: Any) -> "Annotator":

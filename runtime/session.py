@@ -8,47 +8,50 @@ import numpy as np
 import onnxruntime as ort
 
 from .errors import InputError
+from .providers import candidates, check_loaded, profile
 
-PROVIDERS = {
-    "tensorrt": "TensorrtExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "cpu": "CPUExecutionProvider",
-}
-AUTO_ORDER = ("tensorrt", "cuda", "cpu")
+def open_session(model_path: str | Path, provider: str = "auto", threads: int = 0, low_memory: bool = False,
+                 kind: str | None = None) -> tuple[ort.InferenceSession, str]:
+    """A session on ``provider`` (``auto``: the first of tensorrt, cuda, cpu that really loads), and its name.
 
-
-def pick_provider(provider: str) -> str:
-    """Resolve ``auto|cpu|cuda|tensorrt`` to an installed provider name; errors if missing."""
-    available = ort.get_available_providers()
-    if provider == "auto":
-        for name in AUTO_ORDER:
-            if PROVIDERS[name] in available:
-                return name
-    if provider not in PROVIDERS:
-        raise InputError(f"unknown provider {provider!r}; expected auto, {', '.join(PROVIDERS)}")
-    if PROVIDERS[provider] not in available:
-        raise InputError(
-            f"provider {provider!r} ({PROVIDERS[provider]}) is not available in this onnxruntime "
-            f"(available: {', '.join(available)}); install tommer[gpu] for cuda/tensorrt"
-        )
-    return provider
+    ``kind`` (``fp32``, ``fp16``, ``bf16``, ``int8``; from the bundle's manifest) restricts the
+    providers to those the graph suits. After creation the session's providers are checked:
+    a named GPU provider that did not load raises ``InputError`` saying why; ``auto`` moves on
+    to the next provider. ``low_memory`` skips the pre-packed copies of the weights.
+    """
+    names = candidates(provider, ort.get_available_providers(), kind)
+    failures = []
+    for name in names:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if low_memory:
+            options.add_session_config_entry("session.disable_prepacking", "1")
+        if threads > 0:
+            options.intra_op_num_threads = threads
+        try:
+            session = ort.InferenceSession(str(model_path), sess_options=options, providers=profile(name).providers())
+            check_loaded(name, session.get_providers())
+            return session, name
+        except InputError as exc:
+            if provider != "auto":
+                raise
+            failures.append(str(exc))
+        except Exception as exc:  # onnxruntime raises its own types for a provider that fails to start
+            if provider != "auto" or name == "cpu":
+                raise InputError(f"{model_path}: onnxruntime could not create a {name} session: {exc}") from exc
+            failures.append(f"{name}: {exc}")
+    raise InputError("no provider could run the graph:\n" + "\n".join(f"  - {f}" for f in failures))
 
 
 def create_session(model_path: str | Path, provider: str = "cpu", threads: int = 0,
                    low_memory: bool = False) -> ort.InferenceSession:
-    """An inference session on ``provider`` (resolved by ``pick_provider``).
+    """An inference session on ``provider`` (see ``open_session``)."""
+    return open_session(model_path, provider, threads, low_memory)[0]
 
-    ``low_memory`` skips the pre-packed copies of the weights (for a few small runs).
-    """
-    name = pick_provider(provider)
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if low_memory:
-        options.add_session_config_entry("session.disable_prepacking", "1")
-    if threads > 0:
-        options.intra_op_num_threads = threads
-    providers = [PROVIDERS[name]] + ([PROVIDERS["cpu"]] if name != "cpu" else [])
-    return ort.InferenceSession(str(model_path), sess_options=options, providers=providers)
+
+def pick_provider(provider: str, kind: str | None = None) -> str:
+    """The provider ``provider`` resolves to among those installed (not proof that it loads: see ``open_session``)."""
+    return candidates(provider, ort.get_available_providers(), kind)[0]
 
 
 def run_band(session: ort.InferenceSession, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
