@@ -232,7 +232,7 @@ def test_help_lists_every_option_with_default():
     assert out.returncode == 0
     for option in ("--model", "--output", "--text-column", "--columns", "--decoding", "--threshold",
                    "--keep-candidates", "--max-tokens", "--window-overlap", "--batch-tokens", "--chunk-rows",
-                   "--provider", "--threads", "--resume", "--overwrite", "--quiet"):
+                   "--provider", "--threads", "--host-threads", "--resume", "--overwrite", "--quiet"):
         assert option in out.stdout, option
     assert "default: 0.5" in out.stdout and "default: 512 on cpu" in out.stdout and "default: 128" in out.stdout
 

@@ -64,3 +64,20 @@ def test_bench_smoke(tiny_bundle, tmp_path):
     assert set(results["batch_tokens_sweep"]) == {"256", "512"}
     assert (tmp_path / "out" / "bench.png").stat().st_size > 1000
     assert "| onnx-fp32 |" in (tmp_path / "out" / "bench.md").read_text()
+
+
+def test_feed_bundle_runs_through_the_annotator_at_a_controlled_density(tmp_path):
+    """The feed benchmark's bundle is a real bundle: the annotator runs it, mentions come out at about the set density."""
+    from tommer.benchmarks.feed import build_feed_bundle, feed_texts
+    import numpy as np
+
+    from tommer.runtime.annotator import Annotator, Chunk
+
+    bundle = build_feed_bundle(tmp_path / "feed", vocab_size=600)
+    annotator = Annotator.from_bundle(bundle, threshold=0.9, batch_tokens=2048)
+    texts = feed_texts(200, seed=3)
+    chunk = annotator.process(Chunk(texts=texts))
+    density = chunk.stats.mentions / (chunk.stats.tokens - chunk.stats.rows)
+    assert 0.2 < density < 1.0, density
+    lengths = chunk.tokens.n_tokens
+    assert np.median(lengths) > 20 and lengths.max() > 4 * np.median(lengths)  # log-normal, with a tail
