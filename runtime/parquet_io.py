@@ -36,19 +36,36 @@ def _is_string(t: pa.DataType) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t) or getattr(pa.types, "is_string_view", lambda _: False)(t)
 
 
-def resolve_inputs(source: str) -> tuple[list[Path], Path | None]:
-    """Input files (sorted) and the folder their relative output names start from (None: one file)."""
+def _hidden(path: Path, root: Path) -> bool:
+    """Hidden or underscore-prefixed below ``root`` (pyarrow's dataset convention: parts, _SUCCESS, ...)."""
+    return any(part.startswith((".", "_")) for part in path.relative_to(root).parts)
+
+
+def resolve_inputs(source: str, output: str | None = None) -> tuple[list[Path], Path | None]:
+    """Input files (sorted) and the folder their relative output names start from (None: one file).
+
+    Hidden and underscore-prefixed files and folders are skipped, and so is everything under
+    ``output``: an output folder inside the input folder is never read back as input. A folder
+    or glob that matches exactly one file works like that file.
+    """
     path = Path(source)
     if path.is_file():
         return [path], None
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*.parquet") if p.is_file() and not p.name.startswith("."))
+        files = sorted(p for p in path.rglob("*.parquet") if p.is_file() and not _hidden(p, path))
         root: Path | None = path
     else:
         files = sorted(Path(p) for p in glob.glob(source, recursive=True) if Path(p).is_file())
         root = Path(os.path.commonpath([str(p.parent) for p in files])) if files else None
+        files = [f for f in files if not _hidden(f, root)]
+    if output is not None:
+        out = Path(output).resolve()
+        files = [f for f in files if f.resolve() != out and out not in f.resolve().parents]
     if not files:
-        raise InputError(f"{source}: no Parquet file found (expected a file, a folder of *.parquet or a glob)")
+        raise InputError(f"{source}: no Parquet file found (expected a file, a folder of *.parquet or a glob; "
+                         "hidden and _-prefixed files and the output location are skipped)")
+    if len(files) == 1:
+        return files, None
     return files, root
 
 
@@ -242,7 +259,7 @@ def annotate_files(annotator: Annotator, source: str, output: str | None, *, tex
         raise InputError("--overwrite and --resume exclude each other")
     if chunk_rows < 1:
         raise InputError(f"--chunk-rows must be >= 1, found {chunk_rows}")
-    files, root = resolve_inputs(source)
+    files, root = resolve_inputs(source, output)
     outs = output_paths(files, root, output)
     inputs, problems = [], []
     for f, o in zip(files, outs):

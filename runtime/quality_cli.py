@@ -20,7 +20,10 @@ show_app = typer.Typer(add_completion=False, rich_markup_mode=None,
 def _files(source: str) -> tuple[list[Path], Path | None]:
     from .parquet_io import resolve_inputs
 
-    return resolve_inputs(source)
+    files, root = resolve_inputs(source)
+    if root is None and Path(source).is_dir():  # a folder of one output still pairs with a folder
+        root = Path(source)
+    return files, root
 
 
 def _read(path: Path, columns: list[str]) -> dict[str, list]:

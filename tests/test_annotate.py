@@ -270,3 +270,26 @@ def test_engine_ray_without_ray_installed(tiny_bundle, tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 2 and "pip install 'tommer[ray]'" in out.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_output_inside_the_input_folder_is_never_read_back(tiny_bundle, tmp_path):
+    """Hidden/underscore files and the output location are not inputs; a folder of one file works like the file."""
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    corpus(folder, name="a.parquet")
+    corpus(folder, name="b.parquet")
+    (folder / "_SUCCESS").write_text("")
+    (folder / "_tmp").mkdir()
+    corpus(folder / "_tmp", name="c.parquet")
+    out = folder / "mentions"
+    first = cli(folder, "--model", tiny_bundle, "--output", out)
+    assert first.returncode == 0, first.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["a.parquet", "b.parquet"]
+    again = cli(folder, "--model", tiny_bundle, "--output", out, "--resume")  # parts and outputs are not inputs
+    assert again.returncode == 0 and "(2 already done)" in again.stdout, again.stderr + again.stdout
+    single = tmp_path / "single"
+    single.mkdir()
+    corpus(single, name="only.parquet")
+    one = cli(single, "--model", tiny_bundle)  # no --output: like the one file
+    assert one.returncode == 0, one.stderr
+    assert (single / "only.mentions.parquet").is_file()
