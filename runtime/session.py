@@ -49,11 +49,6 @@ def create_session(model_path: str | Path, provider: str = "cpu", threads: int =
     return open_session(model_path, provider, threads, low_memory)[0]
 
 
-def pick_provider(provider: str, kind: str | None = None) -> str:
-    """The provider ``provider`` resolves to among those installed (not proof that it loads: see ``open_session``)."""
-    return candidates(provider, ort.get_available_providers(), kind)[0]
-
-
 def run_band(session: ort.InferenceSession, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
     """Span probabilities (batch, seq, band_width) as fp32."""
     (band,) = session.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})
