@@ -45,8 +45,7 @@ def resolve_inputs(source: str, output: str | None = None) -> tuple[list[Path], 
     """Input files (sorted) and the folder their relative output names start from (None: one file).
 
     Hidden and underscore-prefixed files and folders are skipped, and so is everything under
-    ``output``: an output folder inside the input folder is never read back as input. A folder
-    or glob that matches exactly one file works like that file.
+    ``output``: an output folder inside the input folder is never read back as input.
     """
     path = Path(source)
     if path.is_file():
@@ -64,13 +63,16 @@ def resolve_inputs(source: str, output: str | None = None) -> tuple[list[Path], 
     if not files:
         raise InputError(f"{source}: no Parquet file found (expected a file, a folder of *.parquet or a glob; "
                          "hidden and _-prefixed files and the output location are skipped)")
-    if len(files) == 1:
-        return files, None
     return files, root
 
 
 def output_paths(files: list[Path], root: Path | None, output: str | None) -> list[Path]:
-    """Where each input's output goes; a folder input keeps relative names under ``output``."""
+    """Where each input's output goes; a folder input keeps relative names under ``output``.
+
+    A folder or glob that matched exactly one file is treated like that file.
+    """
+    if len(files) == 1:
+        root = None
     if output is None:
         if root is not None:
             raise InputError("several input files: pass --output FOLDER for their outputs")

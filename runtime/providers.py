@@ -11,8 +11,7 @@ loads. The bundle's manifest decides which profiles it may use.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from .errors import InputError
 
@@ -37,15 +36,13 @@ HOW_TO_FIX = {
 
 @dataclass(frozen=True)
 class Profile:
-    """One execution profile: the provider chain handed to onnxruntime, with each provider's options."""
+    """One execution profile: the provider chain handed to onnxruntime."""
 
     name: str
     chain: tuple[str, ...]
-    options: tuple[dict[str, Any], ...] = field(default_factory=tuple)
 
-    def providers(self) -> list[tuple[str, dict[str, Any]]]:
-        opts = self.options or tuple({} for _ in self.chain)
-        return [(ORT_NAMES[p], dict(o)) for p, o in zip(self.chain, opts)]
+    def providers(self) -> list[str]:
+        return [ORT_NAMES[p] for p in self.chain]
 
 
 def profile(name: str) -> Profile:

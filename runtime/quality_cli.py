@@ -20,10 +20,7 @@ show_app = typer.Typer(add_completion=False, rich_markup_mode=None,
 def _files(source: str) -> tuple[list[Path], Path | None]:
     from .parquet_io import resolve_inputs
 
-    files, root = resolve_inputs(source)
-    if root is None and Path(source).is_dir():  # a folder of one output still pairs with a folder
-        root = Path(source)
-    return files, root
+    return resolve_inputs(source)
 
 
 def _read(path: Path, columns: list[str]) -> dict[str, list]:

@@ -67,20 +67,10 @@ class BundleTokenizer:
         return cls(Path(folder) / info.file, info.bos_token_id, info.pad_token_id)
 
     def encode_batch(self, texts: list[str]) -> list[Encoding]:
-        """Encode texts (parallel in Rust); never truncates."""
-        encodings = self._tok.encode_batch(texts, add_special_tokens=False)  # with offsets
-        out = []
-        for enc in encodings:
-            n = len(enc.ids) + 1
-            ids = np.empty(n, dtype=np.int64)
-            ids[0] = self.bos_token_id
-            ids[1:] = enc.ids
-            offsets = np.zeros((n, 2), dtype=np.int64)
-            if n > 1:
-                offsets[1:] = np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)
-            out.append(Encoding(ids, offsets))
-        return out
-
+        """Encode texts (parallel in Rust), one ``Encoding`` each; never truncates."""
+        flat = self.encode_flat(texts)
+        return [Encoding(flat.ids[s : s + n], flat.offsets[s : s + n])
+                for s, n in zip(flat.start.tolist(), flat.lengths.tolist())]
 
     def encode_flat(self, texts: list[str | None]) -> TokenBatch:
         """Encode a chunk (parallel in Rust) into flat arrays; ``None`` texts get no token."""
