@@ -188,7 +188,9 @@ class BackboneForExport(nn.Module):
     The backbones are causal decoders fed right-padded batches, so real tokens
     never attend to padding and the attention mask does not change their hidden
     states: the backbone runs with its plain causal mask (a simpler, faster
-    graph), and ``attention_mask`` is used by the span head only.
+    graph), and ``attention_mask`` is used by the span head only. Positions are
+    ``0..n-1`` on every row, given explicitly with the batch's shape so that the
+    rotary tables have the batch dimension the ONNX ``RotaryEmbedding`` expects.
     """
 
     def __init__(self, model: nn.Module):
@@ -196,8 +198,59 @@ class BackboneForExport(nn.Module):
         self.model = model
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        out = self.model(input_ids=input_ids, use_cache=False)
+        batch, seq = input_ids.shape
+        positions = torch.arange(seq, device=input_ids.device).unsqueeze(0).expand(batch, seq)
+        out = self.model(input_ids=input_ids, position_ids=positions, use_cache=False)
         return out.last_hidden_state  # (batch, seq, hidden)
+
+
+CAUSAL_ATTENTION = "tommer_causal"
+
+
+def causal_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                     attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
+                     **kwargs) -> tuple[torch.Tensor, None]:
+    """Causal attention with no mask tensor: ``scaled_dot_product_attention(is_causal=True)``.
+
+    Exported at opset 23 this is one ONNX ``Attention`` node (``is_causal=1``, grouped-query
+    heads kept as they are), which onnxruntime runs with its fused kernels (flash or
+    memory-efficient attention on CUDA): no (batch, heads, n, n) tensor and no mask input.
+    Registered as the attention implementation ``tommer_causal``, which has no mask
+    function, so transformers builds no mask at all (the padding is on the right and
+    never attended to by real tokens). A layer with a sliding window gets its window as
+    one (n, n) boolean mask.
+    """
+    if attention_mask is not None:
+        raise ExportError("the causal export attention got a mask tensor: this transformers version builds masks "
+                          f"for custom attention implementations ({CAUSAL_ATTENTION}); please report it")
+    gqa = query.shape[1] != key.shape[1]
+    window = kwargs.get("sliding_window")
+    if window:  # keys within the window only: an (n, n) boolean mask, shared by the batch and the heads
+        positions = torch.arange(query.shape[2], device=query.device)
+        behind = positions[:, None] - positions[None, :]
+        mask = (behind >= 0) & (behind < window)
+        out = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scaling,
+                                                               enable_gqa=gqa)
+    else:
+        out = torch.nn.functional.scaled_dot_product_attention(query, key, value, is_causal=True, scale=scaling,
+                                                               enable_gqa=gqa)
+    return out.transpose(1, 2).contiguous(), None
+
+
+@contextlib.contextmanager
+def causal_attention_for_export(model: nn.Module) -> Iterator[nn.Module]:
+    """Run ``model`` with ``causal_attention`` (see there) while it is traced."""
+    from transformers import AttentionInterface
+
+    if CAUSAL_ATTENTION not in AttentionInterface._global_mapping:
+        AttentionInterface.register(CAUSAL_ATTENTION, causal_attention)
+    config = model.config
+    previous = config._attn_implementation
+    config._attn_implementation = CAUSAL_ATTENTION
+    try:
+        yield model
+    finally:
+        config._attn_implementation = previous
 
 
 def hidden_states_after_block(backbone: TruncatedBackbone, input_ids: torch.Tensor) -> torch.Tensor:

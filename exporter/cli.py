@@ -29,6 +29,11 @@ class Quantization(str, Enum):
     int8 = "int8"
 
 
+class Target(str, Enum):
+    onnxruntime = "onnxruntime"
+    tensorrt = "tensorrt"
+
+
 def default_output(backbone: str, layer: int, dtype: str, quantize: str | None) -> str:
     name = Path(backbone.rstrip("/")).name or "backbone"
     return f"tommer-{name}-L{layer}-{quantize or dtype}"
@@ -42,6 +47,7 @@ def export(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Bundle folder to write. [default: ./tommer-<backbone>-L<layer>-<dtype or int8>]"),
     dtype: DType = typer.Option(DType.fp32, help="Precision of the backbone in the graph (fp16/bf16 for GPUs); the head always runs in fp32."),
     quantize: Optional[Quantization] = typer.Option(None, help="int8: 8-bit weights for the backbone's MatMuls (MatMulNBits; activations quantized per row at run time), for CPUs; needs --dtype fp32. [default: none]"),
+    target: Target = typer.Option(Target.onnxruntime, help="Runtime the graph is built for. onnxruntime: opset 23 with fused Attention (causal, no mask tensor), RMSNormalization and RotaryEmbedding kernels, for the CPU and CUDA providers. tensorrt: opset 20 standard operators, head inlined, checked against TensorRT 10.1's ONNX parser operator table (also runs on CUDA and CPU, unfused)."),
     max_span_tokens: int = typer.Option(32, help="Band width for heads trained without a sliding window (longest span scored, in tokens); windowed heads use window+1."),
     revision: Optional[str] = typer.Option(None, help="Backbone revision (branch, tag or commit) on the Hub. [default: main]"),
     head_revision: Optional[str] = typer.Option(None, help="Head revision on the Hub. [default: main]"),
@@ -56,7 +62,8 @@ def export(
     out = output or Path(default_output(backbone, layer, dtype.value, quantize.value if quantize else None))
     options = ExportOptions(
         backbone=backbone, head=head or DEFAULT_HEAD.format(layer=layer), layer=layer, output=str(out),
-        dtype=dtype.value, quantize=quantize.value if quantize else None, max_span_tokens=max_span_tokens,
+        dtype=dtype.value, quantize=quantize.value if quantize else None, target=target.value,
+        max_span_tokens=max_span_tokens,
         revision=revision, head_revision=head_revision, token=token, overwrite=overwrite,
     )
     start = time.perf_counter()

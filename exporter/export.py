@@ -20,17 +20,18 @@ import numpy as np
 import onnx_ir as ir
 import torch
 
-from ..runtime.bundle import (FORMAT_VERSION, MODEL_NAME, TOKENIZER_NAME, BackboneInfo, HeadInfo, Manifest,
+from ..runtime.bundle import (FORMAT_VERSION, MODEL_NAME, TOKENIZER_NAME, BackboneInfo, GraphInfo, HeadInfo, Manifest,
                               TokenizerInfo, atomic_folder, write_manifest)
 from ..runtime.errors import ExportError, collect_and_raise
 from ..runtime.tokenization import BundleTokenizer
 from .backbone import (BackboneSource, TruncatedBackbone, hidden_states_after_block, inspect_backbone,
                        load_truncated_backbone)
-from .graph import TORCH_DTYPES, attach_head, export_backbone, quantize_int8, save_model
+from .graph import (TORCH_DTYPES, attach_head, export_backbone, fuse_for_onnxruntime, fused_op_counts, inline_head,
+                    quantize_int8, save_model)
 from .head import Head, load_head
 from .head_onnx import BandGeometry
 from .reference import dense_span_probs, dense_to_band
-from .spec import DTYPES, QUANTIZATIONS, ExportOptions, ExportSpec
+from .spec import DTYPES, QUANTIZATIONS, TARGETS, ExportOptions, ExportSpec
 from .texts import VALIDATION_TEXTS
 from .validate import ReferenceSet, estimated_report, validate_graph, validation_provider
 
@@ -46,6 +47,11 @@ def check_options(options: ExportOptions) -> None:
         problems.append(f"--dtype {options.dtype!r}: expected one of {', '.join(DTYPES)}")
     if options.quantize is not None and options.quantize not in QUANTIZATIONS:
         problems.append(f"--quantize {options.quantize!r}: expected one of {', '.join(QUANTIZATIONS)}")
+    if options.target not in TARGETS:
+        problems.append(f"--target {options.target!r}: expected one of {', '.join(TARGETS)}")
+    if options.quantize and options.target == "tensorrt":
+        problems.append(f"--quantize {options.quantize} makes MatMulNBits, an onnxruntime CPU operator TensorRT "
+                        "cannot parse: use --target onnxruntime")
     if options.quantize and options.dtype != "fp32":
         problems.append(f"--quantize {options.quantize} is for CPUs and starts from fp32; found --dtype {options.dtype}")
     if options.max_span_tokens < 1:
@@ -108,12 +114,14 @@ class TorchStage:
     estimate: bool  # also run the weights in ``dtype`` in torch (no local provider runs the graph)
     graph_path: Path
     spec: ExportSpec
+    target: str = "onnxruntime"
 
 
 @dataclass(frozen=True)
 class TorchStageResult:
     reference_bands: list[np.ndarray]
     estimate_bands: list[np.ndarray] | None
+    rewrites: dict[str, int]
 
 
 def run_torch_stage(stage: TorchStage) -> TorchStageResult:
@@ -124,8 +132,11 @@ def run_torch_stage(stage: TorchStage) -> TorchStageResult:
     if stage.estimate:
         backbone.model.to(TORCH_DTYPES[stage.dtype])
         estimate = torch_bands(backbone, stage.head, stage.ids, stage.band_width)
-    save_model(export_backbone(backbone, stage.dtype, stage.spec), stage.graph_path, stage.spec)
-    return TorchStageResult(reference, estimate)
+    model = export_backbone(backbone, stage.dtype, stage.spec, stage.target)
+    del backbone
+    rewrites = fuse_for_onnxruntime(model) if stage.target == "onnxruntime" else {}
+    save_model(model, stage.graph_path, stage.spec)
+    return TorchStageResult(reference, estimate, rewrites)
 
 
 def run_torch_stage_isolated(stage: TorchStage) -> TorchStageResult:
@@ -145,7 +156,7 @@ def library_versions() -> dict[str, str]:
 
 
 def _manifest(src: BackboneSource, head: Head, tok_info: TokenizerInfo, geometry: BandGeometry,
-              options: ExportOptions, spec: ExportSpec, report: dict) -> Manifest:
+              options: ExportOptions, spec: ExportSpec, report: dict, graph: GraphInfo) -> Manifest:
     cfg = head.config
     return Manifest(
         format_version=FORMAT_VERSION,
@@ -157,9 +168,22 @@ def _manifest(src: BackboneSource, head: Head, tok_info: TokenizerInfo, geometry
                       causal=cfg.causal_mask, sliding_window=cfg.sliding_window, use_cosine=cfg.use_cosine,
                       mask_bos=cfg.mask_bos, n_parameters=head.n_parameters, revision=head.revision),
         tokenizer=tok_info, band_width=geometry.band_width, dtype=options.dtype, quantization=options.quantize,
-        opset=spec.opset, input_names=spec.input_names, output_name=spec.output_name,
-        library_versions=library_versions(), validation=report,
+        opset=spec.opset_for(options.target), input_names=spec.input_names, output_name=spec.output_name,
+        library_versions=library_versions(), validation=report, graph=graph,
     )
+
+
+def _check_for_tensorrt(model: ir.Model, step: Step) -> dict:
+    """Run the static TensorRT check on the (inlined) graph; an export for TensorRT that fails it is an error."""
+    from .tensorrt import check_tensorrt
+
+    report = check_tensorrt(model)
+    step(f"TensorRT {report.tensorrt} parser check: {report.nodes} nodes, "
+         + ("every operator supported" if report.supported else f"{len(report.problems)} problems"))
+    if not report.supported:
+        collect_and_raise(report.problems, ExportError,
+                          f"the graph is not one TensorRT {report.tensorrt}'s ONNX parser can read")
+    return report.as_dict()
 
 
 def export_bundle(options: ExportOptions, spec: ExportSpec = ExportSpec(), step: Step = lambda _: None) -> Manifest:
@@ -189,7 +213,7 @@ def export_bundle(options: ExportOptions, spec: ExportSpec = ExportSpec(), step:
         provider = validation_provider(options.dtype)
         stage = TorchStage(src=src, head=head, dtype=options.dtype, ids=[e.ids for e in encodings],
                            band_width=geometry.band_width, estimate=provider is None,
-                           graph_path=Path(scratch) / "backbone.onnx", spec=spec)
+                           graph_path=Path(scratch) / "backbone.onnx", spec=spec, target=options.target)
         isolate = src.weight_bytes > spec.isolate_torch_over_bytes
         step(f"loading blocks 0..{options.layer}, computing the reference, exporting in {options.dtype}"
              f"{' (in a child process)' if isolate else ''}")
@@ -199,7 +223,16 @@ def export_bundle(options: ExportOptions, spec: ExportSpec = ExportSpec(), step:
             model = quantize_int8(stage.graph_path, Path(scratch) / "backbone.int8.onnx", spec)
         else:
             model = ir.load(stage.graph_path)
+        fused = fused_op_counts(model)
+        step(f"graph for {options.target}: fused operators {fused or 'none'}"
+             + (f"; onnxruntime rewriter: {result.rewrites}" if result.rewrites else ""))
         attach_head(model, head, geometry, spec)
+        if options.target == "tensorrt":
+            trt = _check_for_tensorrt(inline_head(model), step)
+        else:
+            trt = {"supported": False, "checked": False,
+                   "reason": "target onnxruntime: opset-23 fused operators; export with --target tensorrt for TensorRT"}
+        graph_info = GraphInfo(target=options.target, fused_ops=fused, rewrites=result.rewrites, tensorrt=trt)
         step("saving the graph")
         save_model(model, tmp / MODEL_NAME, spec)
         del model
@@ -212,5 +245,5 @@ def export_bundle(options: ExportOptions, spec: ExportSpec = ExportSpec(), step:
             step(f"validating the graph against the reference on onnxruntime-{provider}")
             report = validate_graph(tmp / MODEL_NAME, refs, tok_info.pad_token_id, options.dtype,
                                     options.quantize, spec, provider)
-        manifest = write_manifest(tmp, _manifest(src, head, tok_info, geometry, options, spec, report))
+        manifest = write_manifest(tmp, _manifest(src, head, tok_info, geometry, options, spec, report, graph_info))
     return manifest

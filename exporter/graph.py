@@ -1,4 +1,16 @@
-"""Build the one ONNX graph: truncated backbone, then the fused ``tommer.SpanBand`` node."""
+"""Build the one ONNX graph: truncated backbone, then the fused ``tommer.SpanBand`` node.
+
+Two targets (``ExportOptions.target``):
+
+* ``onnxruntime``: opset 23. The backbone is traced with ``causal_attention`` so that
+  attention is one ``Attention`` node (no mask tensor); torch's exporter writes
+  ``RMSNormalization`` and ``RotaryEmbedding`` for the norms and rotary tables, and
+  onnxscript's onnxruntime rewriter adds what it finds on top. onnxruntime has fused
+  CPU and CUDA kernels for all of them.
+* ``tensorrt``: opset 20, standard operators only (attention, norms and rotary as
+  MatMul/Softmax/ReduceMean/...: TensorRT fuses them itself), the head function inlined,
+  and every node checked against TensorRT's parser (``exporter/tensorrt.py``).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +21,7 @@ import onnx_ir as ir
 import torch
 
 from ..runtime.bundle import HEAD_DOMAIN
-from .backbone import BackboneForExport, TruncatedBackbone, without_final_norm
+from .backbone import BackboneForExport, TruncatedBackbone, causal_attention_for_export, without_final_norm
 from .head import Head
 from .head_onnx import HEAD_INPUTS, BandGeometry, make_span_band_function
 from .spec import ExportSpec
@@ -17,24 +29,47 @@ from .spec import ExportSpec
 TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def export_backbone(backbone: TruncatedBackbone, dtype: str, spec: ExportSpec) -> ir.Model:
+# fused operators whose count the manifest records: (domain, op_type)
+FUSED_OPS = (("", "Attention"), ("", "RMSNormalization"), ("", "RotaryEmbedding"), ("", "LayerNormalization"))
+
+
+def export_backbone(backbone: TruncatedBackbone, dtype: str, spec: ExportSpec,
+                    target: str = "onnxruntime") -> ir.Model:
     """Trace the truncated backbone (in ``dtype``) into an onnx-ir model; output: hidden states."""
     model = backbone.model.to(TORCH_DTYPES[dtype])  # (batch, seq) ids -> (batch, seq, hidden)
     batch, seq = spec.trace_shape
     ids = torch.randint(0, backbone.vocab_size, (batch, seq), dtype=torch.int64)
     mask = torch.ones_like(ids)
     b, s = (torch.export.Dim(n) for n in spec.dynamic_axes)
-    with without_final_norm(model, backbone.model_type) as cut, torch.no_grad():
+    with without_final_norm(model, backbone.model_type) as cut, causal_attention_for_export(cut), torch.no_grad():
         program = torch.onnx.export(
             BackboneForExport(cut).eval(), (ids, mask), input_names=list(spec.input_names),
             output_names=[spec.hidden_name],
             dynamic_shapes={"input_ids": {0: b, 1: s}, "attention_mask": {0: b, 1: s}},
-            dynamo=True, opset_version=spec.opset, optimize=True, verbose=False,
+            dynamo=True, opset_version=spec.opset_for(target), optimize=True, verbose=False,
         )
     onnx_model = program.model
     names = [v.name for v in onnx_model.graph.inputs]
     assert names == list(spec.input_names), f"graph inputs {names}, expected {list(spec.input_names)}"
     return onnx_model
+
+
+def fuse_for_onnxruntime(model: ir.Model) -> dict[str, int]:
+    """onnxscript's onnxruntime rewriter, in place; the count of each fusion it applied."""
+    from onnxscript.rewriter.ort_fusions import optimize_for_ort
+
+    _, counts = optimize_for_ort(model)
+    return {name: int(n) for name, n in sorted(counts.items()) if n}
+
+
+def fused_op_counts(model: ir.Model) -> dict[str, int]:
+    """How many fused-kernel nodes the graph holds (standard fused operators and every com.microsoft one)."""
+    counts: dict[str, int] = {}
+    for node in model.graph:
+        if (node.domain, node.op_type) in FUSED_OPS or node.domain == "com.microsoft":
+            key = node.op_type if node.domain == "" else f"{node.domain}.{node.op_type}"
+            counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def _initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
@@ -46,7 +81,8 @@ def _initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
 def attach_head(model: ir.Model, head: Head, geometry: BandGeometry, spec: ExportSpec) -> ir.Model:
     """Feed the graph's hidden-states output into one ``tommer.SpanBand`` node (in place).
 
-    The head always runs in fp32: a lower-precision hidden state is cast first.
+    The head always runs in fp32: a lower-precision hidden state is cast first. The
+    function is written in the graph's own ONNX opset.
     """
     graph = model.graph
     (hidden,) = graph.outputs
@@ -66,7 +102,8 @@ def attach_head(model: ir.Model, head: Head, geometry: BandGeometry, spec: Expor
     graph.outputs.clear()
     graph.outputs.append(out)
     cfg = head.config
-    fn_proto = make_span_band_function(geometry, cfg.use_cosine, cfg.scale, cfg.mask_bos).to_function_proto()
+    opset = model.opset_imports.get("", spec.opset)
+    fn_proto = make_span_band_function(geometry, cfg.use_cosine, cfg.scale, cfg.mask_bos, opset).to_function_proto()
     function = ir.serde.deserialize_function(fn_proto)
     model.functions[function.identifier()] = function
     model.opset_imports[HEAD_DOMAIN] = 1
@@ -84,6 +121,15 @@ def head_only_model(head: Head, geometry: BandGeometry, spec: ExportSpec = Expor
                      name="tommer_head")
     model = ir.Model(graph, ir_version=10, producer_name="tommer")
     return attach_head(model, head, geometry, spec)
+
+
+def inline_head(model: ir.Model) -> ir.Model:
+    """Inline every local function (the head) in place: the form TensorRT's parser reads best."""
+    import onnx_ir.passes.common as common_passes
+
+    common_passes.InlinePass()(model)
+    common_passes.RemoveUnusedOpsetsPass()(model)
+    return model
 
 
 def initializer_bytes(model: ir.Model) -> int:

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 import onnxscript
-from onnxscript import opset18 as op
 
 from ..runtime.bundle import HEAD_DOMAIN
 from .head import Head
@@ -54,8 +53,10 @@ def triangular_mask(geometry: BandGeometry) -> np.ndarray:
     return (c < geometry.lookahead + o).astype(np.float32)
 
 
-def make_span_band_function(geometry: BandGeometry, use_cosine: bool, scale: float, mask_bos: bool):
-    """Build the onnxscript function ``tommer.SpanBand`` for one head geometry."""
+def make_span_band_function(geometry: BandGeometry, use_cosine: bool, scale: float, mask_bos: bool,
+                            opset: int = 18):
+    """Build the onnxscript function ``tommer.SpanBand`` for one head geometry, in ONNX ``opset`` (>= 18)."""
+    op = getattr(onnxscript, f"opset{opset}")
     lookahead, width, columns = geometry.lookahead, geometry.band_width, geometry.columns
     pad_left = width - 1  # keys before the text start
     shift = lookahead + width - 1  # padded key index of column c at row i: i + shift - c

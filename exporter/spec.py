@@ -8,13 +8,18 @@ from ..runtime.bundle import INPUT_NAMES, OUTPUT_NAME
 
 DTYPES = ("fp32", "fp16", "bf16")
 QUANTIZATIONS = ("int8",)
+# onnxruntime: opset-23 fused operators (Attention, RMSNormalization, RotaryEmbedding) for the
+# CPU and CUDA providers; tensorrt: standard operators of the opsets TensorRT's parser reads,
+# head inlined, checked against its supported-operator list.
+TARGETS = ("onnxruntime", "tensorrt")
 
 
 @dataclass(frozen=True)
 class ExportSpec:
     """Fixed facts of every tommer graph (one place, no magic numbers in functions)."""
 
-    opset: int = 18
+    opset: int = 23  # target onnxruntime: the opset of Attention, RMSNormalization, RotaryEmbedding
+    tensorrt_opset: int = 20  # target tensorrt: the newest opset its pinned parser reads
     input_names: tuple[str, ...] = INPUT_NAMES
     output_name: str = OUTPUT_NAME
     hidden_name: str = "hidden_states"
@@ -27,6 +32,9 @@ class ExportSpec:
     int8_block_size: int = 32  # MatMulNBits block along K for --quantize int8
     threshold: float = 0.5  # decoding threshold for span-level agreement
 
+    def opset_for(self, target: str) -> int:
+        return self.tensorrt_opset if target == "tensorrt" else self.opset
+
 
 @dataclass(frozen=True)
 class ExportOptions:
@@ -38,6 +46,7 @@ class ExportOptions:
     output: str
     dtype: str = "fp32"
     quantize: str | None = None
+    target: str = "onnxruntime"
     max_span_tokens: int = 32
     revision: str | None = None
     head_revision: str | None = None

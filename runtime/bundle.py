@@ -73,6 +73,29 @@ class TokenizerInfo:
     max_tokens: int
 
 
+GRAPH_TARGETS = ("onnxruntime", "tensorrt")
+
+
+@dataclass(frozen=True)
+class GraphInfo:
+    """How the graph was built: for which runtime, which fused kernels it holds, TensorRT's verdict.
+
+    ``target`` ``onnxruntime``: opset-23 fused operators (Attention, RMSNormalization,
+    RotaryEmbedding) for the CPU and CUDA providers. ``tensorrt``: standard operators of
+    the opsets TensorRT's parser reads, head inlined, checked against its operator table
+    (``tensorrt``: the check's report; TensorRT runs only bundles whose check passed).
+    """
+
+    target: str = "onnxruntime"
+    fused_ops: dict[str, int] = field(default_factory=dict)
+    rewrites: dict[str, int] = field(default_factory=dict)
+    tensorrt: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tensorrt_ready(self) -> bool:
+        return bool(self.tensorrt.get("supported"))
+
+
 @dataclass(frozen=True)
 class Manifest:
     """``tommer.json``: everything needed to run, check and reproduce a bundle."""
@@ -91,6 +114,7 @@ class Manifest:
     files: dict[str, str] = field(default_factory=dict)
     library_versions: dict[str, str] = field(default_factory=dict)
     validation: dict[str, Any] = field(default_factory=dict)
+    graph: GraphInfo = field(default_factory=GraphInfo)
 
     @property
     def max_span_tokens(self) -> int:
@@ -112,6 +136,7 @@ class Manifest:
         data["head"] = HeadInfo(**data["head"])
         data["tokenizer"] = TokenizerInfo(**data["tokenizer"])
         data["input_names"] = tuple(data.get("input_names", INPUT_NAMES))
+        data["graph"] = GraphInfo(**data.get("graph", {}))
         return cls(**data)
 
 
