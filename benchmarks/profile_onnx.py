@@ -13,6 +13,7 @@ import onnxruntime as ort
 
 from tommer.benchmarks.corpus import synthetic_texts
 from tommer.runtime.annotator import Annotator, Chunk
+from tommer.runtime.session import GraphRunner
 
 
 def main() -> None:
@@ -27,6 +28,7 @@ def main() -> None:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     annotator.session = ort.InferenceSession(str(annotator.folder / "model.onnx"), options,
                                              providers=["CPUExecutionProvider"])
+    annotator.runner = GraphRunner(annotator.session, "cpu")
     chunk = annotator.infer(annotator.tokenize(Chunk(texts=synthetic_texts(args.docs, seed=5))))
     trace = annotator.session.end_profiling()
     by_op: collections.Counter = collections.Counter()

@@ -11,13 +11,13 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 
-from .batching import plan_batches
+from .batching import ShapeBuckets, plan_exact
 from .bundle import MODEL_NAME, Manifest, read_manifest
 from .decoding import SELECTORS, STRATEGIES
 from .errors import InputError
 from .mentions import MENTION_TYPE, Mention, mention_lists, mentions_array  # noqa: F401 - re-exported
-from .providers import graph_kind
-from .session import open_session, run_band
+from .providers import Settings, graph_kind, tensorrt_profiles
+from .session import GPU_PROVIDERS, GraphRunner, open_session
 from .spans import ChunkText, Hits, band_hits, mentions_column
 from .tokenization import BundleTokenizer, TokenBatch
 from .windows import check_window_options, plan_windows
@@ -41,6 +41,10 @@ class AnnotateOptions:
     keep_candidates: float | None = None
     provider: str = "auto"
     threads: int = 0
+    buckets: bool | None = None  # shape buckets; None: on for GPU providers, off on the CPU
+    io_binding: bool = True
+    cuda_graphs: bool = False
+    cache_dir: str | None = None  # TensorRT engine and timing caches; None: providers.default_cache_dir()
 
     def output_fingerprint(self) -> dict[str, Any]:
         """What decides the output rows (resuming with other values would mix two runs)."""
@@ -117,9 +121,26 @@ class Annotator:
             raise InputError(f"--batch-tokens must be >= 1, found {options.batch_tokens}")
         self.tokenizer = BundleTokenizer.from_bundle(self.folder, self.manifest)
         kind = graph_kind(self.manifest.dtype, self.manifest.quantization)
-        self.session, self.provider = open_session(self.folder / MODEL_NAME, options.provider, options.threads, kind=kind)
+        # TensorRT's optimization profiles come from the GPU buckets, known before the session
+        gpu_buckets = ShapeBuckets.ladder(options.max_tokens, options.batch_tokens or DEFAULT_BATCH_TOKENS["tensorrt"])
+        settings = Settings(cache_dir=Path(options.cache_dir) if options.cache_dir else None,
+                            bundle_id=self.manifest.bundle_id, cuda_graphs=options.cuda_graphs,
+                            profiles=tensorrt_profiles(gpu_buckets.shapes(), self.manifest.input_names))
+        self.session, self.provider = open_session(self.folder / MODEL_NAME, options.provider, options.threads, kind=kind,
+                                                   settings=settings, tensorrt_ready=self.manifest.graph.tensorrt_ready)
+        gpu = self.provider in GPU_PROVIDERS
+        if options.cuda_graphs and not gpu:
+            raise InputError(f"--cuda-graphs needs a GPU provider (cuda or tensorrt); the session runs on {self.provider}")
         batch_tokens = options.batch_tokens or DEFAULT_BATCH_TOKENS[self.provider]
-        self.options = dataclasses.replace(options, batch_tokens=batch_tokens)
+        use_buckets = gpu if options.buckets is None else options.buckets
+        if options.cuda_graphs and not use_buckets:
+            raise InputError("--cuda-graphs needs shape buckets (a fixed set of shapes to capture): drop --no-buckets")
+        self.buckets = ShapeBuckets.ladder(options.max_tokens, batch_tokens) if use_buckets else None
+        self.options = dataclasses.replace(options, batch_tokens=batch_tokens, buckets=use_buckets)
+        self.runner = GraphRunner(self.session, self.provider, io_binding=options.io_binding,
+                                  cuda_graphs=options.cuda_graphs,
+                                  graph_shapes=self.buckets.shapes() if self.buckets else None,
+                                  input_names=tuple(self.manifest.input_names))
 
     @classmethod
     def from_bundle(cls, folder: str | Path, **options: Any) -> "Annotator":
@@ -145,20 +166,30 @@ class Annotator:
         chunk.stats.documents_windowed += int(np.count_nonzero(np.bincount(win["doc"], minlength=1) > 1))
         first = tokens.start[win["doc"]] + win["start"]  # flat position of each window's first row
         found = []
-        for batch in plan_batches(win["length"], opts.batch_tokens):
-            ids, mask = self._gather(tokens.ids, first[batch], win["length"][batch])
-            band = run_band(self.session, ids, mask)
+        lengths = win["length"]
+        batches = self.buckets.plan(lengths) if self.buckets else plan_exact(lengths, opts.batch_tokens)
+        for batch in batches:
+            rows = batch.index
+            ids, mask = self._gather(tokens.ids, first[rows], lengths[rows], batch.rows, batch.width)
+            band = self.runner.run(ids, mask)[: len(rows)]
             chunk.stats.padded_tokens += ids.size
-            found.append(band_hits(band, floor, win["doc"][batch], win["start"][batch], win["own_lo"][batch],
-                                   win["own_hi"][batch]))
+            found.append(band_hits(band, floor, win["doc"][rows], win["start"][rows], win["own_lo"][rows],
+                                   win["own_hi"][rows]))
         chunk.stats.tokens += int(win["length"].sum())
         chunk.hits = Hits.concat(found)
         chunk.stats.seconds["infer"] += time.perf_counter() - start
         return chunk
 
-    def _gather(self, flat_ids: np.ndarray, first: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Right-padded ``(input_ids, attention_mask)`` of windows, BOS in column 0 of each."""
-        width = int(lengths.max())
+    def _gather(self, flat_ids: np.ndarray, first: np.ndarray, lengths: np.ndarray, rows: int | None = None,
+                width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Right-padded ``(input_ids, attention_mask)`` of windows, BOS in column 0 of each.
+
+        ``rows`` and ``width`` (a bucket's shape) pad further: empty rows are all padding, mask 0.
+        """
+        width = int(lengths.max()) if width is None else width
+        if rows is not None and rows > len(lengths):
+            first = np.concatenate([first, np.zeros(rows - len(lengths), dtype=first.dtype)])
+            lengths = np.concatenate([lengths, np.zeros(rows - len(lengths), dtype=lengths.dtype)])
         cols = np.arange(width, dtype=np.int64)
         mask = cols[None, :] < lengths[:, None]
         ids = np.where(mask, flat_ids[np.minimum(first[:, None] + cols[None, :], len(flat_ids) - 1)],

@@ -52,6 +52,10 @@ def annotate(
     chunk_rows: int = typer.Option(2048, help="Rows read, sorted by length and written per part (the look-ahead pool; also the resume granularity)."),
     provider: Provider = typer.Option(Provider.auto, help="onnxruntime execution provider; auto picks tensorrt, then cuda, then cpu; a named provider that is missing is an error."),
     threads: int = typer.Option(0, help="onnxruntime intra-op threads; 0 lets onnxruntime use every core."),
+    buckets: Optional[bool] = typer.Option(None, "--buckets/--no-buckets", help="Shape buckets: window lengths rounded up to a ladder of 4 sizes per doubling and fixed rows per size, so the graph sees a small fixed set of shapes (TensorRT profiles, CUDA graphs). [default: on for cuda/tensorrt, off on cpu]"),
+    io_binding: bool = typer.Option(True, "--io-binding/--no-io-binding", help="Run through onnxruntime IO binding with buffers made once per batch shape (on CUDA: device buffers, one copy of the band back)."),
+    cuda_graphs: bool = typer.Option(False, help="Capture one CUDA graph per bucket shape and replay it (cuda/tensorrt only; needs buckets)."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Folder for TensorRT engine and timing caches (one subfolder per bundle), reused by later runs and Ray actors. [default: $TOMMER_CACHE, else $XDG_CACHE_HOME/tommer, else ~/.cache/tommer]"),
     host_threads: int = typer.Option(0, help="Threads for each host stage (tokenize, decode, write) around the one that runs the model; 0: one per 4 usable cores, 1 to 8."),
     resume: bool = typer.Option(False, help="Continue an interrupted run: keep finished outputs and finished parts."),
     overwrite: bool = typer.Option(False, help="Replace existing outputs."),
@@ -72,12 +76,15 @@ def annotate(
                       num_cpus_per_worker, num_gpus_per_worker, ray_address, AnnotateOptions(
                           decoding=decoding.value, threshold=threshold, max_tokens=max_tokens,
                           window_overlap=window_overlap, batch_tokens=batch_tokens, keep_candidates=keep_candidates,
-                          provider=provider.value, threads=threads))
+                          provider=provider.value, threads=threads, buckets=buckets, io_binding=io_binding,
+                          cuda_graphs=cuda_graphs, cache_dir=str(cache_dir) if cache_dir else None))
         return
     try:
         annotator = Annotator(model, AnnotateOptions(
             decoding=decoding.value, threshold=threshold, max_tokens=max_tokens, window_overlap=window_overlap,
-            batch_tokens=batch_tokens, keep_candidates=keep_candidates, provider=provider.value, threads=threads))
+            batch_tokens=batch_tokens, keep_candidates=keep_candidates, provider=provider.value, threads=threads,
+            buckets=buckets, io_binding=io_binding, cuda_graphs=cuda_graphs,
+            cache_dir=str(cache_dir) if cache_dir else None))
         with _progress(quiet or not sys.stderr.isatty()) as bar:
             summary = annotate_files(annotator, source, output, text_column=text_column, columns=_columns(columns),
                                      chunk_rows=chunk_rows, overwrite=overwrite, resume=resume,

@@ -11,7 +11,9 @@ loads. The bundle's manifest decides which profiles it may use.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from .errors import InputError
 
@@ -34,6 +36,45 @@ HOW_TO_FIX = {
 }
 
 
+def default_cache_dir() -> Path:
+    """``$TOMMER_CACHE``, else ``$XDG_CACHE_HOME/tommer``, else ``~/.cache/tommer``."""
+    if os.environ.get("TOMMER_CACHE"):
+        return Path(os.environ["TOMMER_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tommer"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the providers' options are made from (one run's choices)."""
+
+    cache_dir: Path | None = None  # TensorRT engines and timing cache: <cache_dir>/tensorrt/<bundle id>
+    bundle_id: str = "bundle"
+    cuda_graphs: bool = False
+    tf32: bool = False  # fp32 bundles promise fp32 maths: TF32 matmuls stay off unless asked
+    device_id: int = 0
+    profiles: tuple[tuple[str, str, str], ...] = field(default_factory=tuple)  # TensorRT (min, opt, max) shapes
+
+
+def provider_options(name: str, settings: Settings) -> dict[str, str]:
+    """onnxruntime's options for one provider of a chain."""
+    if name == "cuda":
+        return {"device_id": str(settings.device_id), "use_tf32": "1" if settings.tf32 else "0",
+                "enable_cuda_graph": "1" if settings.cuda_graphs else "0"}
+    if name == "tensorrt":
+        cache = (settings.cache_dir or default_cache_dir()) / "tensorrt" / settings.bundle_id
+        options = {"device_id": str(settings.device_id), "trt_engine_cache_enable": "1",
+                   "trt_engine_cache_path": str(cache), "trt_timing_cache_enable": "1",
+                   "trt_timing_cache_path": str(cache), "trt_cuda_graph_enable": "1" if settings.cuda_graphs else "0",
+                   # precision is written in the graph (fp16/bf16 bundles); never let TensorRT lower fp32 on its own
+                   "trt_fp16_enable": "0", "trt_bf16_enable": "0"}
+        if settings.profiles:
+            for key, shapes in zip(("trt_profile_min_shapes", "trt_profile_opt_shapes", "trt_profile_max_shapes"),
+                                   zip(*settings.profiles)):
+                options[key] = ",".join(shapes)
+        return options
+    return {}
+
+
 @dataclass(frozen=True)
 class Profile:
     """One execution profile: the provider chain handed to onnxruntime."""
@@ -41,8 +82,30 @@ class Profile:
     name: str
     chain: tuple[str, ...]
 
-    def providers(self) -> list[str]:
-        return [ORT_NAMES[p] for p in self.chain]
+    def providers(self, settings: Settings | None = None) -> list[tuple[str, dict[str, str]]]:
+        settings = settings or Settings()
+        return [(ORT_NAMES[p], provider_options(p, settings)) for p in self.chain]
+
+
+def tensorrt_profiles(shapes: list[tuple[int, int]], input_names: tuple[str, ...],
+                      group: int = 4) -> tuple[tuple[str, str, str], ...]:
+    """TensorRT optimization profiles for bucketed batch shapes ``(rows, width)``, ascending width.
+
+    Every ``group`` consecutive buckets share one profile: widths from just above the
+    previous group's widest to the group's widest, rows from 1 to the most any of its
+    buckets uses, optimised for the group's widest full batch.
+    """
+    out, low = [], 1
+    for i in range(0, len(shapes), group):
+        part = shapes[i:i + group]
+        rows_max = max(r for r, _ in part)
+        width_max = part[-1][1]
+        opt = part[-1]
+        def fmt(rows: int, width: int) -> str:
+            return ",".join(f"{name}:{rows}x{width}" for name in input_names)
+        out.append((fmt(1, low), fmt(*opt), fmt(rows_max, width_max)))
+        low = width_max + 1
+    return tuple(out)
 
 
 def profile(name: str) -> Profile:
@@ -57,14 +120,24 @@ def graph_kind(dtype: str, quantization: str | None) -> str:
     return "int8" if quantization else dtype
 
 
-def candidates(requested: str, available: list[str], kind: str | None = None) -> list[str]:
+def candidates(requested: str, available: list[str], kind: str | None = None,
+               tensorrt_ready: bool = True) -> list[str]:
     """Provider names to try, in order, for ``requested`` (``auto`` or a name) and a bundle's graph kind.
+
+    ``tensorrt_ready``: the bundle passed the TensorRT parser check at export (``--target
+    tensorrt``); ``auto`` skips TensorRT otherwise.
 
     Raises:
         InputError: the provider is unknown, not built into this onnxruntime, or not one the
             bundle's graph may run on.
     """
     allowed = RUNS_ON.get(kind, AUTO_ORDER) if kind else AUTO_ORDER
+    if not tensorrt_ready:
+        if requested == "tensorrt":
+            raise InputError("this bundle was exported for onnxruntime (opset-23 fused operators TensorRT's parser "
+                             "does not read): export it with tommer-export --target tensorrt to run on TensorRT, or "
+                             "use --provider cuda")
+        allowed = tuple(p for p in allowed if p != "tensorrt")
     if requested == "auto":
         names = [p for p in AUTO_ORDER if ORT_NAMES[p] in available and p in allowed]
         if not names:

@@ -8,10 +8,14 @@ import numpy as np
 import onnxruntime as ort
 
 from .errors import InputError
-from .providers import candidates, check_loaded, profile
+from .providers import Settings, candidates, check_loaded, profile
+
+GPU_PROVIDERS = ("cuda", "tensorrt")
+
 
 def open_session(model_path: str | Path, provider: str = "auto", threads: int = 0, low_memory: bool = False,
-                 kind: str | None = None) -> tuple[ort.InferenceSession, str]:
+                 kind: str | None = None, settings: Settings | None = None,
+                 tensorrt_ready: bool = True) -> tuple[ort.InferenceSession, str]:
     """A session on ``provider`` (``auto``: the first of tensorrt, cuda, cpu that really loads), and its name.
 
     ``kind`` (``fp32``, ``fp16``, ``bf16``, ``int8``; from the bundle's manifest) restricts the
@@ -19,7 +23,7 @@ def open_session(model_path: str | Path, provider: str = "auto", threads: int = 
     a named GPU provider that did not load raises ``InputError`` saying why; ``auto`` moves on
     to the next provider. ``low_memory`` skips the pre-packed copies of the weights.
     """
-    names = candidates(provider, ort.get_available_providers(), kind)
+    names = candidates(provider, ort.get_available_providers(), kind, tensorrt_ready)
     failures = []
     for name in names:
         options = ort.SessionOptions()
@@ -29,7 +33,8 @@ def open_session(model_path: str | Path, provider: str = "auto", threads: int = 
         if threads > 0:
             options.intra_op_num_threads = threads
         try:
-            session = ort.InferenceSession(str(model_path), sess_options=options, providers=profile(name).providers())
+            session = ort.InferenceSession(str(model_path), sess_options=options,
+                                           providers=profile(name).providers(settings))
             check_loaded(name, session.get_providers())
             return session, name
         except InputError as exc:
@@ -53,3 +58,74 @@ def run_band(session: ort.InferenceSession, input_ids: np.ndarray, attention_mas
     """Span probabilities (batch, seq, band_width) as fp32."""
     (band,) = session.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})
     return np.asarray(band, dtype=np.float32)
+
+
+class GraphRunner:
+    """Runs the graph on padded ``(rows, width)`` batches, through IO binding.
+
+    Buffers are made once per batch shape and reused: on the CPU the output band is a
+    pre-allocated array the graph writes into; on CUDA the inputs and the output live on
+    the device (one host-to-device copy of the ids and mask, one device-to-host copy of
+    the band per batch). With ``cuda_graphs`` (the session must have been created with
+    CUDA graphs on), each shape listed in ``graph_shapes`` gets its own ``gpu_graph_id``,
+    captured on its first runs and replayed after; other shapes run without a graph.
+    The returned band is only valid until the next call with the same shape.
+    """
+
+    def __init__(self, session: ort.InferenceSession, provider: str, io_binding: bool = True,
+                 cuda_graphs: bool = False, graph_shapes: list[tuple[int, int]] | None = None,
+                 input_names: tuple[str, str] = ("input_ids", "attention_mask")):
+        self.session = session
+        self.provider = provider
+        self.io_binding = io_binding or cuda_graphs
+        self.device = "cuda" if provider in GPU_PROVIDERS else "cpu"
+        self.cuda_graphs = cuda_graphs and self.device == "cuda"
+        self.input_names = input_names
+        if self.io_binding:
+            self.output_name = session.get_outputs()[0].name
+            self.band_width = session.get_outputs()[0].shape[-1]
+        self._graph_ids = {tuple(s): i for i, s in enumerate(graph_shapes or [])}
+        self._buffers: dict[tuple[int, int], dict] = {}
+
+    def _buffers_for(self, shape: tuple[int, int]) -> dict:
+        buf = self._buffers.get(shape)
+        if buf is None:
+            band_shape = (*shape, int(self.band_width))
+            binding = self.session.io_binding()
+            run_options = ort.RunOptions()
+            buf = {"binding": binding, "run_options": run_options}
+            if self.device == "cuda":
+                ids = ort.OrtValue.ortvalue_from_shape_and_type(shape, np.int64, "cuda", 0)
+                mask = ort.OrtValue.ortvalue_from_shape_and_type(shape, np.int64, "cuda", 0)
+                out = ort.OrtValue.ortvalue_from_shape_and_type(band_shape, np.float32, "cuda", 0)
+                binding.bind_ortvalue_input(self.input_names[0], ids)
+                binding.bind_ortvalue_input(self.input_names[1], mask)
+                binding.bind_ortvalue_output(self.output_name, out)
+                buf.update(ids=ids, mask=mask, out=out)
+                if self.cuda_graphs:
+                    run_options.add_run_config_entry("gpu_graph_id", str(self._graph_ids.get(shape, -1)))
+            else:
+                out = np.empty(band_shape, dtype=np.float32)
+                binding.bind_output(self.output_name, "cpu", 0, np.float32, list(band_shape), out.ctypes.data)
+                buf.update(out=out)
+            self._buffers[shape] = buf
+        return buf
+
+    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """Span probabilities (rows, width, band_width) as fp32."""
+        if not self.io_binding:
+            return run_band(self.session, input_ids, attention_mask)
+        shape = tuple(int(d) for d in input_ids.shape)
+        buf = self._buffers_for(shape)
+        binding = buf["binding"]
+        if self.device == "cuda":
+            buf["ids"].update_inplace(np.ascontiguousarray(input_ids))
+            buf["mask"].update_inplace(np.ascontiguousarray(attention_mask))
+            self.session.run_with_iobinding(binding, buf["run_options"])
+            return buf["out"].numpy()
+        input_ids = np.ascontiguousarray(input_ids)
+        attention_mask = np.ascontiguousarray(attention_mask)
+        binding.bind_cpu_input(self.input_names[0], input_ids)
+        binding.bind_cpu_input(self.input_names[1], attention_mask)
+        self.session.run_with_iobinding(binding, buf["run_options"])
+        return buf["out"]

@@ -59,3 +59,16 @@ def tiny_bundle(tiny_factory, tmp_path_factory):
     out = tmp_path_factory.mktemp("bundles") / "tiny-llama"
     export_bundle(ExportOptions(backbone=str(backbone), head=str(head), layer=TINY_LAYER, output=str(out)))
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_trt_bundle(tiny_factory, tmp_path_factory):
+    """A fp32 bundle of the tiny Llama exported for TensorRT (opset 20, head inlined, parser check passed)."""
+    from tommer.exporter.export import export_bundle
+    from tommer.exporter.spec import ExportOptions
+
+    backbone, head = tiny_factory("llama")
+    out = tmp_path_factory.mktemp("bundles") / "tiny-llama-trt"
+    export_bundle(ExportOptions(backbone=str(backbone), head=str(head), layer=TINY_LAYER, output=str(out),
+                                target="tensorrt"))
+    return out

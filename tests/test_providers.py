@@ -7,14 +7,14 @@ import pytest
 
 from tommer.runtime import session as session_module
 from tommer.runtime.errors import InputError
-from tommer.runtime.providers import ORT_NAMES, candidates, profile
+from tommer.runtime.providers import ORT_NAMES, Settings, candidates, profile, provider_options, tensorrt_profiles
 
 ALL = [ORT_NAMES["tensorrt"], ORT_NAMES["cuda"], ORT_NAMES["cpu"]]
 
 
 def test_chains_and_what_each_bundle_may_run_on():
-    assert profile("tensorrt").providers() == ALL
-    assert profile("cuda").providers() == ALL[1:]
+    assert [name for name, _ in profile("tensorrt").providers()] == ALL
+    assert [name for name, _ in profile("cuda").providers()] == ALL[1:]
     assert candidates("auto", ALL, "fp32") == ["tensorrt", "cuda", "cpu"]
     assert candidates("auto", ALL, "bf16") == ["tensorrt", "cuda"]
     assert candidates("auto", ALL, "int8") == ["cpu"]
@@ -53,3 +53,38 @@ def test_a_gpu_provider_that_does_not_load_is_never_a_silent_cpu_run(tiny_bundle
     assert annotator.provider == "cpu" and annotator.options.batch_tokens == 512
     with pytest.raises(InputError, match="cuda provider .* did not load"):
         Annotator.from_bundle(tiny_bundle, provider="cuda")
+
+
+def test_tensorrt_only_for_bundles_that_passed_the_parser_check():
+    assert candidates("auto", ALL, "fp32", tensorrt_ready=False) == ["cuda", "cpu"]
+    assert candidates("auto", ALL, "bf16", tensorrt_ready=False) == ["cuda"]
+    with pytest.raises(InputError, match="exported for onnxruntime.*--target tensorrt"):
+        candidates("tensorrt", ALL, "fp32", tensorrt_ready=False)
+    assert candidates("tensorrt", ALL, "fp16", tensorrt_ready=True) == ["tensorrt"]
+
+
+def test_provider_options_caches_precision_and_profiles(tmp_path):
+    from tommer.runtime.batching import ShapeBuckets
+
+    buckets = ShapeBuckets.ladder(2048, 65536)
+    profiles = tensorrt_profiles(buckets.shapes(), ("input_ids", "attention_mask"))
+    trt = provider_options("tensorrt", Settings(cache_dir=tmp_path, bundle_id="abc", cuda_graphs=True,
+                                                profiles=profiles))
+    assert trt["trt_engine_cache_path"] == trt["trt_timing_cache_path"] == str(tmp_path / "tensorrt" / "abc")
+    assert trt["trt_engine_cache_enable"] == trt["trt_timing_cache_enable"] == trt["trt_cuda_graph_enable"] == "1"
+    assert trt["trt_fp16_enable"] == trt["trt_bf16_enable"] == "0"  # precision lives in the graph
+    parsed = {}
+    for key in ("trt_profile_min_shapes", "trt_profile_opt_shapes", "trt_profile_max_shapes"):
+        entries = [e.split(":") for e in trt[key].split(",")]
+        assert [n for n, _ in entries[:2]] == ["input_ids", "attention_mask"]
+        parsed[key] = [tuple(map(int, dims.split("x"))) for n, dims in entries if n == "input_ids"]
+    lows, opts, highs = parsed.values()
+    assert len(lows) == len(opts) == len(highs) == len(profiles) > 1
+    for rows, width in buckets.shapes():  # every bucket shape, and every partial batch below it, has a profile
+        for r in (1, rows):
+            assert any(lo[0] <= r <= hi[0] and lo[1] <= width <= hi[1] for lo, hi in zip(lows, highs)), (r, width)
+    for lo, opt, hi in zip(lows, opts, highs):
+        assert lo[0] <= opt[0] <= hi[0] and lo[1] <= opt[1] <= hi[1]
+    cuda = provider_options("cuda", Settings())
+    assert cuda["use_tf32"] == "0" and cuda["enable_cuda_graph"] == "0"
+    assert provider_options("cpu", Settings()) == {}

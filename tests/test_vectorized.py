@@ -124,10 +124,13 @@ def test_annotator_equals_oracle_with_windows_and_batches(tiny_bundle, texts, se
     """End to end through the annotator's stages (windows, length-sorted batches, padding) with a fake graph."""
     from oracle import TableSession, oracle_columns
 
+    from tommer.runtime.session import GraphRunner
+
     annotator = Annotator.from_bundle(tiny_bundle, max_tokens=24, window_overlap=8, decoding=strategy,
                                       threshold=0.6, keep_candidates=0.4, batch_tokens=batch_tokens)
     rng = np.random.default_rng(seed)
     annotator.session = TableSession(rng.random((97, annotator.manifest.band_width)) ** 0.5)
+    annotator.runner = GraphRunner(annotator.session, "cpu", io_binding=False)
     chunk = annotator.process(Chunk(texts=texts))
     mentions, candidates = oracle_columns(annotator.session, annotator.tokenizer, texts, max_tokens=24, overlap=8,
                                           threshold=0.6, decoding=strategy, keep_candidates=0.4)

@@ -1,0 +1,72 @@
+"""Shape buckets and IO binding: a fixed set of shapes, every window once, and the same spans as plain runs."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tommer.runtime.batching import ShapeBuckets, plan_exact
+
+
+@given(max_tokens=st.integers(17, 4096), batch_tokens=st.integers(16, 70000))
+@settings(max_examples=60, deadline=None)
+def test_ladder_is_geometric_and_ends_at_the_window(max_tokens, batch_tokens):
+    b = ShapeBuckets.ladder(max_tokens, batch_tokens)
+    lengths = np.asarray(b.lengths)
+    assert lengths[-1] == max_tokens and np.all(np.diff(lengths) > 0)
+    assert np.all(lengths[:-1] % 8 == 0)
+    # padding of a length to its bucket stays under a quarter octave (plus the rounding to 8)
+    assert np.all(lengths[1:] <= np.ceil(lengths[:-1] * 2 ** 0.25 / 8) * 8 + 8)
+    assert all(1 <= b.rows_for(w) <= b.max_rows for w in b.lengths)
+
+
+@given(lengths=st.lists(st.integers(1, 300), min_size=1, max_size=400), batch_tokens=st.integers(16, 5000))
+@settings(max_examples=80, deadline=None)
+def test_bucket_plan_covers_every_window_once_with_few_shapes(lengths, batch_tokens):
+    lengths = np.asarray(lengths)
+    b = ShapeBuckets.ladder(300, batch_tokens)
+    plan = b.plan(lengths)
+    seen = np.concatenate([p.index for p in plan])
+    assert sorted(seen.tolist()) == list(range(len(lengths)))
+    full = set(b.shapes())
+    for p in plan:
+        assert len(p.index) <= p.rows <= b.rows_for(p.width)
+        assert lengths[p.index].max() <= p.width
+        assert p.width == b.width_for(lengths[p.index].max()[None])[0]  # the smallest bucket that fits
+        assert (p.rows, p.width) in full or (p.rows & (p.rows - 1)) == 0  # full shape, or power-of-two rows
+    exact = plan_exact(lengths, batch_tokens)
+    assert sorted(np.concatenate([p.index for p in exact]).tolist()) == list(range(len(lengths)))
+
+
+def test_buckets_and_io_binding_give_the_plain_run_spans(tiny_bundle):
+    from tommer.exporter.random_models import CORPUS
+    from tommer.runtime.annotator import Annotator, Chunk
+
+    texts = CORPUS * 7 + ["Paris " * 90, "", None]
+    runs = {}
+    for name, kw in {"plain": dict(io_binding=False), "io-binding": dict(),
+                     "buckets": dict(buckets=True, batch_tokens=96)}.items():
+        annotator = Annotator.from_bundle(tiny_bundle, provider="cpu", max_tokens=64, window_overlap=16, **kw)
+        chunk = annotator.process(Chunk(texts=texts))
+        runs[name] = (chunk.mentions.to_pylist(), chunk.stats)
+    assert runs["plain"][0] == runs["io-binding"][0] == runs["buckets"][0]
+    assert sum(len(m) for m in runs["plain"][0]) > 0
+    plain, bucketed = runs["plain"][1], runs["buckets"][1]
+    assert plain.tokens == bucketed.tokens and bucketed.padded_tokens > plain.padded_tokens
+
+
+def test_io_binding_reuses_one_output_buffer_per_shape(tiny_bundle):
+    from tommer.runtime.annotator import Annotator
+    from tommer.runtime.session import run_band
+
+    annotator = Annotator.from_bundle(tiny_bundle, provider="cpu")
+    rng = np.random.default_rng(0)
+    ids = rng.integers(3, 300, size=(3, 20))
+    mask = np.ones_like(ids)
+    mask[2, 11:] = 0
+    first = annotator.runner.run(ids, mask).copy()
+    again = annotator.runner.run(ids[::-1].copy(), mask[::-1].copy())
+    assert len(annotator.runner._buffers) == 1
+    np.testing.assert_array_equal(first, run_band(annotator.session, ids, mask))
+    np.testing.assert_array_equal(again, first[::-1])
