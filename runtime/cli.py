@@ -32,6 +32,9 @@ class Provider(str, Enum):
     tensorrt = "tensorrt"
 
 
+DEFAULT_CHUNK_ROWS = {"cpu": 2048, "cuda": 16384, "tensorrt": 16384}
+
+
 def _columns(value: Optional[str]) -> Optional[list[str]]:
     return None if value is None else [c.strip() for c in value.split(",") if c.strip()]
 
@@ -49,7 +52,7 @@ def annotate(
     max_tokens: Optional[int] = typer.Option(None, help="Tokens per window, BOS included; longer documents are cut into overlapping windows, never truncated. [default: from the bundle]"),
     window_overlap: int = typer.Option(128, help="Tokens shared by consecutive windows (at least the band width + 1)."),
     batch_tokens: Optional[int] = typer.Option(None, help="Token budget of a batch, padding included. [default: 512 on cpu (fastest measured: activations stay in cache), 65536 on cuda/tensorrt]"),
-    chunk_rows: int = typer.Option(2048, help="Rows read, sorted by length and written per part (the look-ahead pool; also the resume granularity)."),
+    chunk_rows: Optional[int] = typer.Option(None, help="Rows read, sorted by length and written per part (the look-ahead pool the batches are cut from; also the resume granularity). GPU budgets need a large pool: with 2,048 rows and 65,536-token batches only 64% of the tokens fed were real on the benchmark corpus, 92% with 16,384 (benchmarks/results/buckets.md). [default: 2048 on cpu, 16384 on cuda/tensorrt]"),
     provider: Provider = typer.Option(Provider.auto, help="onnxruntime execution provider; auto picks tensorrt, then cuda, then cpu; a named provider that is missing is an error."),
     threads: int = typer.Option(0, help="onnxruntime intra-op threads; 0 lets onnxruntime use every core."),
     buckets: Optional[bool] = typer.Option(None, "--buckets/--no-buckets", help="Shape buckets: window lengths rounded up to a ladder of 4 sizes per doubling and fixed rows per size, so the graph sees a small fixed set of shapes (TensorRT profiles, CUDA graphs). [default: on for cuda/tensorrt, off on cpu]"),
@@ -72,7 +75,7 @@ def annotate(
     from .parquet_io import annotate_files
 
     if engine is Engine.ray:
-        _annotate_ray(model, source, output, text_column, _columns(columns), chunk_rows, num_workers,
+        _annotate_ray(model, source, output, text_column, _columns(columns), chunk_rows or 2048, num_workers,
                       num_cpus_per_worker, num_gpus_per_worker, ray_address, AnnotateOptions(
                           decoding=decoding.value, threshold=threshold, max_tokens=max_tokens,
                           window_overlap=window_overlap, batch_tokens=batch_tokens, keep_candidates=keep_candidates,
@@ -85,6 +88,7 @@ def annotate(
             batch_tokens=batch_tokens, keep_candidates=keep_candidates, provider=provider.value, threads=threads,
             buckets=buckets, io_binding=io_binding, cuda_graphs=cuda_graphs,
             cache_dir=str(cache_dir) if cache_dir else None))
+        chunk_rows = chunk_rows or DEFAULT_CHUNK_ROWS[annotator.provider]
         with _progress(quiet or not sys.stderr.isatty()) as bar:
             summary = annotate_files(annotator, source, output, text_column=text_column, columns=_columns(columns),
                                      chunk_rows=chunk_rows, overwrite=overwrite, resume=resume,
