@@ -11,111 +11,27 @@ depend on its batch, so the result equals an uninterrupted run.
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .annotator import MENTION_TYPE, Annotator, Chunk, Stats, append_results
+from .chunk import Chunk, Stats
+from .columns import RESULT_COLUMNS, append_results, output_schema, resolve_text_column, texts_of
 from .errors import InputError, collect_and_raise
+from .inputs import OUTPUT_SUFFIX, output_paths, resolve_inputs  # noqa: F401 - re-exported
 from .pipeline import pipelined
 
+if TYPE_CHECKING:
+    from .annotator import Annotator
+
 PROGRESS_NAME = "progress.json"
-OUTPUT_SUFFIX = ".mentions.parquet"
-
-
-def _is_string(t: pa.DataType) -> bool:
-    return pa.types.is_string(t) or pa.types.is_large_string(t) or getattr(pa.types, "is_string_view", lambda _: False)(t)
-
-
-def _hidden(path: Path, root: Path) -> bool:
-    """Hidden or underscore-prefixed below ``root`` (pyarrow's dataset convention: parts, _SUCCESS, ...)."""
-    return any(part.startswith((".", "_")) for part in path.relative_to(root).parts)
-
-
-def resolve_inputs(source: str, output: str | None = None) -> tuple[list[Path], Path | None]:
-    """Input files (sorted) and the folder their relative output names start from (None: one file).
-
-    Hidden and underscore-prefixed files and folders are skipped, and so is everything under
-    ``output``: an output folder inside the input folder is never read back as input.
-    """
-    path = Path(source)
-    if path.is_file():
-        return [path], None
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*.parquet") if p.is_file() and not _hidden(p, path))
-        root: Path | None = path
-    else:
-        files = sorted(Path(p) for p in glob.glob(source, recursive=True) if Path(p).is_file())
-        root = Path(os.path.commonpath([str(p.parent) for p in files])) if files else None
-        files = [f for f in files if not _hidden(f, root)]
-    if output is not None:
-        out = Path(output).resolve()
-        files = [f for f in files if f.resolve() != out and out not in f.resolve().parents]
-    if not files:
-        raise InputError(f"{source}: no Parquet file found (expected a file, a folder of *.parquet or a glob; "
-                         "hidden and _-prefixed files and the output location are skipped)")
-    return files, root
-
-
-def output_paths(files: list[Path], root: Path | None, output: str | None) -> list[Path]:
-    """Where each input's output goes; a folder input keeps relative names under ``output``.
-
-    A folder or glob that matched exactly one file is treated like that file.
-    """
-    if len(files) == 1:
-        root = None
-    if output is None:
-        if root is not None:
-            raise InputError("several input files: pass --output FOLDER for their outputs")
-        return [files[0].with_name(files[0].name.removesuffix(".parquet") + OUTPUT_SUFFIX)]
-    out = Path(output)
-    if root is None and out.suffix == ".parquet":
-        return [out]
-    if root is None:
-        return [out / files[0].name]
-    return [out / f.relative_to(root) for f in files]
-
-
-def texts_of(column: pa.ChunkedArray | pa.Array, file: str, name: str) -> list[str | None]:
-    """Python strings of a text column (string, large_string, string_view or dictionary of those)."""
-    t = column.type
-    if pa.types.is_dictionary(t) and _is_string(t.value_type):
-        column = pc.cast(column, t.value_type)
-    elif not _is_string(t):
-        raise InputError(f"{file}: column {name!r} has type {t}, expected a string column")
-    return column.to_pylist()
-
-
-def resolve_text_column(schema: pa.Schema, requested: str | None, file: str) -> str:
-    """``requested`` if present; else 'text'; else the only string column; else an error listing them."""
-    names = schema.names
-    if requested and requested in names:
-        column = requested
-    elif requested and requested != "text":
-        raise InputError(f"{file}: no column {requested!r}; columns: {', '.join(names)}")
-    else:
-        strings = [f.name for f in schema if _is_string(f.type) or
-                   (pa.types.is_dictionary(f.type) and _is_string(f.type.value_type))]
-        if "text" in names:
-            column = "text"
-        elif len(strings) == 1:
-            column = strings[0]
-        else:
-            raise InputError(f"{file}: no column 'text' and {len(strings)} string columns ({', '.join(strings) or 'none'}); "
-                             f"pick one with --text-column (columns: {', '.join(names)})")
-    t = schema.field(column).type
-    if not (_is_string(t) or (pa.types.is_dictionary(t) and _is_string(t.value_type))):
-        raise InputError(f"{file}: column {column!r} has type {t}, expected a string column")
-    return column
 
 
 @dataclass(frozen=True)
@@ -141,13 +57,11 @@ def inspect_input(path: Path, output: Path, text_column: str | None, columns: li
     missing = [c for c in keep if c not in schema.names]
     if missing:
         raise InputError(f"{path}: --columns names {missing} which the file lacks; columns: {', '.join(schema.names)}")
-    clash = [c for c in ("mentions", "n_tokens", "candidates") if c in keep]
+    clash = [c for c in RESULT_COLUMNS if c in keep]
     if clash:
         raise InputError(f"{path}: input columns {clash} would be overwritten by the output; drop them with --columns")
-    fields = [schema.field(c) for c in keep] + [pa.field("mentions", pa.list_(MENTION_TYPE)), pa.field("n_tokens", pa.int32())]
-    if keep_candidates:
-        fields.append(pa.field("candidates", pa.list_(MENTION_TYPE)))
-    return InputFile(path, output, column, keep, pf.metadata.num_rows, pa.schema(fields))
+    return InputFile(path, output, column, keep, pf.metadata.num_rows,
+                     output_schema([schema.field(c) for c in keep], keep_candidates))
 
 
 def read_chunks(path: Path, columns: list[str], chunk_rows: int, skip_rows: int) -> Iterator[pa.Table]:
