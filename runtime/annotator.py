@@ -14,7 +14,7 @@ import pyarrow as pa
 from .batching import plan_batches
 from .bundle import MODEL_NAME, Manifest, read_manifest
 from .chunk import STAGES, Chunk, Stats  # noqa: F401 - re-exported
-from .columns import append_results, resolve_text_column, texts_of
+from .columns import append_results, column_at, resolve_text_column, texts_of
 from .decoding import SELECTORS, STRATEGIES
 from .errors import InputError
 from .mentions import MENTION_TYPE, Mention, mention_lists, mentions_array  # noqa: F401 - re-exported
@@ -166,7 +166,7 @@ class Annotator:
     def annotate_table(self, table: pa.Table, text_column: str | None = "text") -> pa.Table:
         """``table`` with ``mentions`` and ``n_tokens`` (and ``candidates``) appended."""
         column = resolve_text_column(table.schema, text_column, "<table>")
-        chunk = self.process(Chunk(texts=texts_of(table.column(column), "<table>", column)))
+        chunk = self.process(Chunk(texts=texts_of(column_at(table, column), "<table>", column)))
         return append_results(table, chunk)
 
     def annotate_parquet(self, src: str | Path, dst: str | Path | None = None, **kwargs: Any):

@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None,
-                  help="Annotate Parquet corpora with a tommer bundle: every mention of every document.")
+                  help="Annotate Parquet or JSON Lines corpora with a tommer bundle: every mention of every document, to Parquet.")
 
 
 class Decoding(str, Enum):
@@ -38,10 +38,10 @@ def _columns(value: Optional[str]) -> Optional[list[str]]:
 
 @app.command()
 def annotate(
-    source: str = typer.Argument(..., help="A Parquet file, a folder of *.parquet files (recursive), or a glob."),
+    source: str = typer.Argument(..., help="A Parquet or JSON Lines file (.jsonl, .ndjson, .json; plain, .gz, .zst or .bz2), a folder of such files (recursive), or a glob."),
     model: Path = typer.Option(..., "--model", "-m", help="Bundle folder made by tommer-export."),
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Output file (*.parquet, one input) or folder (one output per input file, same relative names). [default: <input>.mentions.parquet beside a single input file]"),
-    text_column: Optional[str] = typer.Option(None, help="Column holding the text. [default: 'text'; if absent, the only string column]"),
+    text_column: Optional[str] = typer.Option(None, help="Column holding the text; a dotted name reaches a nested field (meta.body). [default: 'text'; if absent, the only string column]"),
     columns: Optional[str] = typer.Option(None, help="Comma-separated input columns to keep in the output, e.g. 'id'. [default: all]"),
     decoding: Decoding = typer.Option(Decoding.threshold, help="threshold: every span above the threshold (nested and overlapping kept); greedy: best first, no overlap; flat: best non-overlapping total; nested: best well-nested set."),
     threshold: float = typer.Option(0.5, help="Keep spans with probability strictly above this."),

@@ -40,10 +40,37 @@ def texts_of(column: pa.ChunkedArray | pa.Array, file: str, name: str) -> list[s
     return column.to_pylist()
 
 
+def field_at(schema: pa.Schema, name: str) -> pa.Field | None:
+    """The column ``name``, or the nested field a dotted ``name`` reaches through structs (``meta.body``)."""
+    if name in schema.names:
+        return schema.field(name)
+    root, *rest = name.split(".")
+    f = schema.field(root) if root in schema.names else None
+    for part in rest:
+        if f is None or not pa.types.is_struct(f.type) or f.type.get_field_index(part) < 0:
+            return None
+        f = f.type.field(part)
+    return f
+
+
+def root_column(schema: pa.Schema, name: str) -> str:
+    """The top-level column holding ``name`` (itself unless it is a dotted path into a struct)."""
+    return name if name in schema.names else name.split(".")[0]
+
+
+def column_at(table: pa.Table, name: str) -> pa.ChunkedArray:
+    """The column ``name``, or the nested field it reaches; a null parent gives a null value."""
+    if name in table.column_names:
+        return table.column(name)
+    root, *rest = name.split(".")
+    return pc.struct_field(table.column(root), rest)
+
+
 def resolve_text_column(schema: pa.Schema, requested: str | None, file: str) -> str:
-    """``requested`` if present; else 'text'; else the only string column; else an error listing them."""
+    """``requested`` if present (a dotted name reaches into structs); else 'text'; else the only string
+    column; else an error listing them."""
     names = schema.names
-    if requested and requested in names:
+    if requested and field_at(schema, requested) is not None:
         column = requested
     elif requested and requested != "text":
         raise InputError(f"{file}: no column {requested!r}; columns: {', '.join(names)}")
@@ -56,7 +83,7 @@ def resolve_text_column(schema: pa.Schema, requested: str | None, file: str) -> 
         else:
             raise InputError(f"{file}: no column 'text' and {len(strings)} string columns ({', '.join(strings) or 'none'}); "
                              f"pick one with --text-column (columns: {', '.join(names)})")
-    t = schema.field(column).type
+    t = field_at(schema, column).type
     if not _is_text_type(t):
         raise InputError(f"{file}: column {column!r} has type {t}, expected a string column")
     return column

@@ -4,11 +4,28 @@ from __future__ import annotations
 
 import glob
 import os
+from collections import Counter
 from pathlib import Path
 
 from .errors import InputError
+from .jsonl_io import jsonl_stem
 
 OUTPUT_SUFFIX = ".mentions.parquet"
+
+
+def _is_parquet(name: str) -> bool:
+    return name.lower().endswith(".parquet")
+
+
+def corpus_file(name: str) -> bool:
+    """A file ``tommer-annotate`` reads: Parquet or JSON Lines (plain or compressed)."""
+    return _is_parquet(name) or jsonl_stem(name) is not None
+
+
+def _stem(name: str) -> str:
+    """``x`` of ``x.parquet``, ``x.jsonl``, ``x.json.gz``, ...; other names unchanged."""
+    stem = jsonl_stem(name)
+    return stem if stem is not None else name.removesuffix(".parquet")
 
 
 def _hidden(path: Path, root: Path) -> bool:
@@ -16,8 +33,12 @@ def _hidden(path: Path, root: Path) -> bool:
     return any(part.startswith((".", "_")) for part in path.relative_to(root).parts)
 
 
-def resolve_inputs(source: str, output: str | None = None) -> tuple[list[Path], Path | None]:
+def resolve_inputs(source: str, output: str | None = None,
+                   accept=_is_parquet) -> tuple[list[Path], Path | None]:
     """Input files (sorted) and the folder their relative output names start from (None: one file).
+
+    A folder gives the files whose names ``accept`` takes (Parquet by default; ``corpus_file``
+    adds JSON Lines).
 
     Hidden and underscore-prefixed files and folders are skipped, and so is everything under
     ``output``: an output folder inside the input folder is never read back as input.
@@ -26,7 +47,7 @@ def resolve_inputs(source: str, output: str | None = None) -> tuple[list[Path], 
     if path.is_file():
         return [path], None
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*.parquet") if p.is_file() and not _hidden(p, path))
+        files = sorted(p for p in path.rglob("*") if accept(p.name) and p.is_file() and not _hidden(p, path))
         root: Path | None = path
     else:
         files = sorted(Path(p) for p in glob.glob(source, recursive=True) if Path(p).is_file())
@@ -36,7 +57,8 @@ def resolve_inputs(source: str, output: str | None = None) -> tuple[list[Path], 
         out = Path(output).resolve()
         files = [f for f in files if f.resolve() != out and out not in f.resolve().parents]
     if not files:
-        raise InputError(f"{source}: no Parquet file found (expected a file, a folder of *.parquet or a glob; "
+        kinds = "*.parquet" if accept is _is_parquet else "*.parquet, *.jsonl, *.ndjson or *.json (.gz, .zst, .bz2)"
+        raise InputError(f"{source}: no Parquet file found (expected a file, a folder of {kinds} or a glob; "
                          "hidden and _-prefixed files and the output location are skipped)")
     return files, root
 
@@ -51,10 +73,15 @@ def output_paths(files: list[Path], root: Path | None, output: str | None) -> li
     if output is None:
         if root is not None:
             raise InputError("several input files: pass --output FOLDER for their outputs")
-        return [files[0].with_name(files[0].name.removesuffix(".parquet") + OUTPUT_SUFFIX)]
+        return [files[0].with_name(_stem(files[0].name) + OUTPUT_SUFFIX)]
     out = Path(output)
     if root is None and out.suffix == ".parquet":
         return [out]
     if root is None:
-        return [out / files[0].name]
-    return [out / f.relative_to(root) for f in files]
+        return [out / (_stem(files[0].name) + ".parquet")]
+    outs = [out / f.relative_to(root).with_name(_stem(f.name) + ".parquet") for f in files]
+    clashes = sorted(str(o) for o, n in Counter(outs).items() if n > 1)
+    if clashes:
+        raise InputError(f"several inputs would be written to the same output ({', '.join(clashes)}): "
+                         "give them distinct names or annotate them separately")
+    return outs

@@ -23,10 +23,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .chunk import Chunk, Stats
-from .columns import RESULT_COLUMNS, append_results, output_schema, resolve_text_column, texts_of
+from .columns import (RESULT_COLUMNS, append_results, column_at, output_schema, resolve_text_column, root_column,
+                      texts_of)
 from .errors import InputError, collect_and_raise
-from .inputs import OUTPUT_SUFFIX, output_paths, resolve_inputs  # noqa: F401 - re-exported
+from .inputs import OUTPUT_SUFFIX, corpus_file, output_paths, resolve_inputs  # noqa: F401 - re-exported
 from .pipeline import pipelined
+from .sources import Source, open_source, read_chunks
 
 if TYPE_CHECKING:
     from .annotator import Annotator
@@ -42,16 +44,14 @@ class InputFile:
     keep: list[str]  # input columns carried to the output
     rows: int
     out_schema: pa.Schema
+    source: Source
 
 
 def inspect_input(path: Path, output: Path, text_column: str | None, columns: list[str] | None,
                   keep_candidates: bool) -> InputFile:
-    """Open a Parquet file's metadata and check the columns; errors name the file."""
-    try:
-        pf = pq.ParquetFile(path)
-    except (pa.ArrowException, OSError) as exc:
-        raise InputError(f"{path}: not a readable Parquet file ({exc})") from exc
-    schema = pf.schema_arrow
+    """Open an input (Parquet footer, or a JSON Lines scan) and check the columns; errors name the file."""
+    source = open_source(path)
+    schema = source.schema
     column = resolve_text_column(schema, text_column, str(path))
     keep = list(schema.names) if columns is None else columns
     missing = [c for c in keep if c not in schema.names]
@@ -60,37 +60,8 @@ def inspect_input(path: Path, output: Path, text_column: str | None, columns: li
     clash = [c for c in RESULT_COLUMNS if c in keep]
     if clash:
         raise InputError(f"{path}: input columns {clash} would be overwritten by the output; drop them with --columns")
-    return InputFile(path, output, column, keep, pf.metadata.num_rows,
-                     output_schema([schema.field(c) for c in keep], keep_candidates))
-
-
-def read_chunks(path: Path, columns: list[str], chunk_rows: int, skip_rows: int) -> Iterator[pa.Table]:
-    """Tables of exactly ``chunk_rows`` rows (the last may be shorter), from row ``skip_rows`` on."""
-    pf = pq.ParquetFile(path)
-    groups, seen = [], 0
-    for g in range(pf.metadata.num_row_groups):  # skip whole row groups already done
-        n = pf.metadata.row_group(g).num_rows
-        if seen + n > skip_rows:
-            groups.append(g)
-        else:
-            seen += n
-    pending: list[pa.RecordBatch] = []
-    pending_rows, to_drop = 0, skip_rows - seen
-    if not groups:
-        return
-    for batch in pf.iter_batches(batch_size=min(chunk_rows, 65536), row_groups=groups, columns=columns):
-        if to_drop:
-            cut = min(to_drop, batch.num_rows)
-            batch, to_drop = batch.slice(cut), to_drop - cut
-        pending.append(batch)
-        pending_rows += batch.num_rows
-        while pending_rows >= chunk_rows:
-            table = pa.Table.from_batches(pending).combine_chunks()
-            yield table.slice(0, chunk_rows)
-            rest = table.slice(chunk_rows)
-            pending, pending_rows = rest.to_batches(), rest.num_rows
-    if pending_rows:
-        yield pa.Table.from_batches(pending).combine_chunks()
+    return InputFile(path, output, column, keep, source.rows,
+                     output_schema([schema.field(c) for c in keep], keep_candidates), source)
 
 
 class PartStore:
@@ -175,7 +146,7 @@ def annotate_files(annotator: Annotator, source: str, output: str | None, *, tex
         raise InputError("--overwrite and --resume exclude each other")
     if chunk_rows < 1:
         raise InputError(f"--chunk-rows must be >= 1, found {chunk_rows}")
-    files, root = resolve_inputs(source, output)
+    files, root = resolve_inputs(source, output, accept=corpus_file)
     outs = output_paths(files, root, output)
     inputs, problems = [], []
     for f, o in zip(files, outs):
@@ -212,12 +183,12 @@ def _annotate_one(annotator: Annotator, item: InputFile, fingerprint: dict[str, 
     store = PartStore(item.output, fingerprint)
     done = store.start(resume)
     stats = Stats()
-    read_columns = list(dict.fromkeys(item.keep + [item.text_column]))
+    read_columns = list(dict.fromkeys(item.keep + [root_column(item.source.schema, item.text_column)]))
 
     def read() -> Iterator[Chunk]:
-        for index, table in enumerate(read_chunks(item.path, read_columns, chunk_rows, done * chunk_rows), start=done):
+        for index, table in enumerate(read_chunks(item.source, read_columns, chunk_rows, done * chunk_rows), start=done):
             begin = time.perf_counter()
-            chunk = Chunk(texts=texts_of(table.column(item.text_column), str(item.path), item.text_column),
+            chunk = Chunk(texts=texts_of(column_at(table, item.text_column), str(item.path), item.text_column),
                           payload=(index, table.select(item.keep)))
             chunk.stats.seconds["read"] += time.perf_counter() - begin
             yield chunk

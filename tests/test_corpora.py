@@ -1,0 +1,145 @@
+"""Corpora as users have them: JSON Lines (compressed), URLs, datasets, DataFrames, spaCy, --limit/--sample."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import json
+import subprocess
+import sys
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tommer.runtime.annotator import Annotator
+from tommer.runtime.errors import InputError
+from tommer.runtime.parquet_io import annotate_files
+
+TEXTS = ["John lives in New York City.", None, "", "Marie Curie won the Nobel Prize in 1903.",
+         "Emoji 🙂 and tabs\tand\nnewlines near Barack Obama.", "北京是中华人民共和国的首都。",
+         "The Amazon river flows through Brazil, Peru and Colombia. " * 3, "Paris 2020-01-01 and Berlin."]
+
+
+@pytest.fixture(scope="module")
+def annotator(tiny_bundle):
+    return Annotator.from_bundle(tiny_bundle, threshold=0.3)
+
+
+def records(texts=TEXTS):
+    return [{"id": i, "text": t, "meta": {"body": t, "lang": "en"}, "score": i + 0.5 if i % 2 else i}
+            for i, t in enumerate(texts)]
+
+
+def write_jsonl(path, rows, blank_lines=True):
+    lines = [json.dumps(r, ensure_ascii=False) for r in rows]
+    if blank_lines:
+        lines.insert(2, "")  # a blank line is not a record
+    data = ("\n".join(lines) + "\n").encode()
+    if path.name.endswith(".gz"):
+        data = gzip.compress(data)
+    elif path.name.endswith(".bz2"):
+        data = bz2.compress(data)
+    elif path.name.endswith(".zst"):
+        with pa.CompressedOutputStream(str(path), "zstd") as out:
+            out.write(data)
+        return path
+    path.write_bytes(data)
+    return path
+
+
+def keys(column):
+    """Row by row: (start, end, text, score) of each mention."""
+    return [[(m["start"], m["end"], m["text"], m["score"]) for m in row or []] for row in column.to_pylist()]
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "tommer.runtime.cli", *map(str, args)], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("name", ["c.jsonl", "c.ndjson", "c.json.gz", "c.jsonl.zst", "c.jsonl.bz2"])
+def test_json_lines_plain_and_compressed(annotator, tmp_path, name):
+    src = write_jsonl(tmp_path / name, records())
+    expected = keys(annotator.annotate_table(pa.table({"text": TEXTS})).column("mentions"))
+    annotate_files(annotator, str(src), None, chunk_rows=3)
+    out = pq.read_table(tmp_path / "c.mentions.parquet")
+    assert out.column_names == ["id", "text", "meta", "score", "mentions", "n_tokens"]
+    assert out.column("id").to_pylist() == list(range(len(TEXTS))), "every row, in input order, blank line skipped"
+    assert out.column("text").to_pylist() == TEXTS
+    assert keys(out.column("mentions")) == expected
+    assert sum(map(len, expected)) > 0, "the texts have mentions at this threshold"
+    # kept columns keep their JSON types; the int/float column is a float; a date-like string stays a string
+    assert out.schema.field("id").type == pa.int64() and out.schema.field("score").type == pa.float64()
+    assert out.schema.field("meta").type == pa.struct([("body", pa.string()), ("lang", pa.string())])
+
+
+def test_json_lines_nested_text_column_columns_and_missing_fields(annotator, tmp_path):
+    rows = records()
+    del rows[3]["meta"]  # no meta: a null text, the row stays
+    rows[5]["meta"] = None
+    src = write_jsonl(tmp_path / "n.jsonl", rows)
+    annotate_files(annotator, str(src), str(tmp_path / "n.parquet"), text_column="meta.body", columns=["id"])
+    out = pq.read_table(tmp_path / "n.parquet")
+    assert out.column_names == ["id", "mentions", "n_tokens"]
+    texts = [t if i not in (3, 5) else None for i, t in enumerate(TEXTS)]
+    assert keys(out.column("mentions")) == keys(annotator.annotate_table(pa.table({"text": texts})).column("mentions"))
+    assert out.column("n_tokens").to_pylist()[3] == 0 and out.column("n_tokens").to_pylist()[0] > 0
+    with pytest.raises(InputError, match=r"n.jsonl: no column 'meta.bdy'; columns: id, text, meta, score"):
+        annotate_files(annotator, str(src), str(tmp_path / "m.parquet"), text_column="meta.bdy")
+    with pytest.raises(InputError, match=r"column 'meta.lang' has type|no column 'meta.lang'") as err:
+        src2 = write_jsonl(tmp_path / "k.jsonl", [{"meta": {"lang": 1}}])
+        annotate_files(annotator, str(src2), str(tmp_path / "k.parquet"), text_column="meta.lang")
+    assert "expected a string column" in str(err.value)
+
+
+def test_json_lines_resume_and_block_boundaries(annotator, tmp_path, monkeypatch):
+    """Blocks smaller than a line, types unified across blocks, resume after an interruption."""
+    from tommer.runtime import jsonl_io
+
+    monkeypatch.setattr(jsonl_io, "BLOCK_BYTES", 64)
+    rows = records(TEXTS * 4)
+    rows[-1]["score"] = 7.25  # a float only in the last block: the column is a float throughout
+    src = write_jsonl(tmp_path / "r.jsonl.gz", rows)
+    whole = tmp_path / "whole.parquet"
+    annotate_files(annotator, str(src), str(whole), chunk_rows=5)
+    assert pq.read_table(whole).schema.field("score").type == pa.float64()
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(chunk):
+        if chunk.payload >= 1:
+            raise Stop
+
+    target = tmp_path / "resumed.parquet"
+    with pytest.raises(Stop):
+        annotate_files(annotator, str(src), str(target), chunk_rows=5, on_chunk=stop_after_two)
+    assert not target.exists() and (tmp_path / ".resumed.parquet.parts" / "part-000001.parquet").is_file()
+    summary = annotate_files(annotator, str(src), str(target), chunk_rows=5, resume=True)
+    assert summary.stats.rows < len(rows), "finished parts were not redone"
+    assert pq.read_table(target).equals(pq.read_table(whole))
+
+
+@pytest.mark.parametrize("content, line, what", [
+    (b'{"text": "a"}\n\n{"text": "b",}\n{"text": "c"}\n', 3, "malformed JSON"),
+    (b'{"text": "a"}\n["text"]\n', 2, "expected a JSON object, found list"),
+    (b'{"text": "a"}\n{"text": "b"} {"text": "c"}\n', 2, "malformed JSON"),
+    (b'{"text": "a", "id": 1}\n{"text": "b", "id": "x"}\n', 2, "changes type"),
+])
+def test_malformed_line_names_file_and_line_and_writes_nothing(annotator, tmp_path, content, line, what):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_jsonl(folder / "a.jsonl", records())  # a good file first: nothing of it is written either
+    (folder / "b.jsonl.gz").write_bytes(gzip.compress(content))
+    with pytest.raises(InputError) as err:
+        annotate_files(annotator, str(folder), str(tmp_path / "out"))
+    assert f"b.jsonl.gz: line {line}: " in str(err.value) and what in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_malformed_line_cli(tiny_bundle, tmp_path):
+    src = tmp_path / "bad.jsonl"
+    src.write_text('{"text": "Paris"}\n{"text": "London"\n')
+    out = cli(src, "--model", tiny_bundle)
+    assert out.returncode == 2 and "bad.jsonl: line 2: malformed JSON" in out.stderr, out.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl"], "nothing written, not even hidden parts"
