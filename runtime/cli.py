@@ -53,6 +53,9 @@ def annotate(
     provider: Provider = typer.Option(Provider.auto, help="onnxruntime execution provider; auto picks tensorrt, then cuda, then cpu; a named provider that is missing is an error."),
     threads: int = typer.Option(0, help="onnxruntime intra-op threads; 0 lets onnxruntime use every core."),
     host_threads: int = typer.Option(0, help="Threads for each host stage (tokenize, decode, write) around the one that runs the model; 0: one per 4 usable cores, 1 to 8."),
+    limit: Optional[int] = typer.Option(None, help="Annotate only the first N rows, in input order across the files (sorted names); later files are not read and get no output. For a trial run. [default: every row]"),
+    sample: Optional[int] = typer.Option(None, help="Annotate N rows drawn uniformly at random without replacement from all input rows (JSON Lines inputs are read once more to count them), kept in input order; files with none get no output. [default: every row]"),
+    seed: int = typer.Option(0, help="Random seed of --sample: the same inputs and seed give the same rows."),
     resume: bool = typer.Option(False, help="Continue an interrupted run: keep finished outputs and finished parts."),
     overwrite: bool = typer.Option(False, help="Replace existing outputs."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar; print only the summary."),
@@ -66,7 +69,11 @@ def annotate(
     from .annotator import AnnotateOptions, Annotator
     from .errors import TommerError
     from .parquet_io import annotate_files
+    from .selection import Selection
 
+    if engine is Engine.ray and (limit is not None or sample is not None):
+        typer.echo("error: --limit and --sample work with the local engine only", err=True)
+        raise typer.Exit(code=2)
     if engine is Engine.ray:
         _annotate_ray(model, source, output, text_column, _columns(columns), chunk_rows, num_workers,
                       num_cpus_per_worker, num_gpus_per_worker, ray_address, AnnotateOptions(
@@ -82,7 +89,7 @@ def annotate(
             summary = annotate_files(annotator, source, output, text_column=text_column, columns=_columns(columns),
                                      chunk_rows=chunk_rows, overwrite=overwrite, resume=resume,
                                      on_chunk=bar and bar.update, on_total=bar and bar.total,
-                                     host_threads=host_threads)
+                                     host_threads=host_threads, selection=Selection(limit, sample, seed))
     except TommerError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None

@@ -28,6 +28,7 @@ from .columns import (RESULT_COLUMNS, append_results, column_at, output_schema, 
 from .errors import InputError, collect_and_raise
 from .inputs import OUTPUT_SUFFIX, corpus_file, output_paths, resolve_inputs  # noqa: F401 - re-exported
 from .pipeline import pipelined
+from .selection import Selection, choose, output_selection
 from .sources import Source, open_source, read_chunks
 
 if TYPE_CHECKING:
@@ -45,12 +46,15 @@ class InputFile:
     rows: int
     out_schema: pa.Schema
     source: Source
+    choice: Any = None  # the rows to annotate (selection.choose); None: all
+    selection: dict[str, int] | None = None  # --limit/--sample, as recorded in the output
 
 
 def inspect_input(path: Path, output: Path, text_column: str | None, columns: list[str] | None,
-                  keep_candidates: bool) -> InputFile:
-    """Open an input (Parquet footer, or a JSON Lines scan) and check the columns; errors name the file."""
-    source = open_source(path)
+                  keep_candidates: bool, scan_limit: int | None = None) -> InputFile:
+    """Open an input (Parquet footer, or a JSON Lines scan of up to ``scan_limit`` rows) and check the
+    columns; errors name the file."""
+    source = open_source(path, limit=scan_limit)
     schema = source.schema
     column = resolve_text_column(schema, text_column, str(path))
     keep = list(schema.names) if columns is None else columns
@@ -133,8 +137,11 @@ class Summary:
 def annotate_files(annotator: Annotator, source: str, output: str | None, *, text_column: str | None = None,
                    columns: list[str] | None = None, chunk_rows: int = 2048, overwrite: bool = False,
                    resume: bool = False, on_chunk: Callable[[Chunk], None] | None = None,
-                   on_total: Callable[[int], None] | None = None, host_threads: int = 0) -> Summary:
+                   on_total: Callable[[int], None] | None = None, host_threads: int = 0,
+                   selection: Selection = Selection()) -> Summary:
     """Annotate every input file; all inputs are checked before anything is written.
+
+    ``selection``: ``--limit``/``--sample`` (see ``runtime/selection.py``).
 
     ``on_total`` is called once with the number of rows to process, ``on_chunk`` after each chunk
     (``chunk.stats.rows``, ``chunk.stats.tokens``). ``host_threads`` threads run each of the
@@ -149,12 +156,23 @@ def annotate_files(annotator: Annotator, source: str, output: str | None, *, tex
     files, root = resolve_inputs(source, output, accept=corpus_file)
     outs = output_paths(files, root, output)
     inputs, problems = [], []
+    remaining = selection.limit
     for f, o in zip(files, outs):
+        if remaining == 0:
+            break  # --limit reached: later files are not read
         try:
-            inputs.append(inspect_input(f, o, text_column, columns, annotator.options.keep_candidates is not None))
+            inputs.append(inspect_input(f, o, text_column, columns, annotator.options.keep_candidates is not None,
+                                        scan_limit=remaining))
         except InputError as exc:
             problems.append(str(exc))
+            continue
+        remaining = None if remaining is None else remaining - min(inputs[-1].rows, remaining)
+    inputs = choose(inputs, selection) if not problems else inputs
     for item in inputs:
+        held = output_selection(pq.read_schema(item.output).metadata) if resume and item.output.exists() else None
+        if held != item.selection and resume and item.output.exists():
+            problems.append(f"{item.output} holds the rows of {held or 'every row'}, not of "
+                            f"{item.selection or 'every row'}: pass --overwrite to replace it")
         if item.output.exists() and not (overwrite or resume):
             problems.append(f"{item.output} already exists: pass --overwrite to replace it or --resume to keep it")
         elif PartStore(item.output, {}).folder.exists() and not (overwrite or resume):
@@ -164,7 +182,8 @@ def annotate_files(annotator: Annotator, source: str, output: str | None, *, tex
             problems.append(f"{item.output}: the output would overwrite its input")
     collect_and_raise(problems, InputError, "cannot annotate")
     fingerprint = {**annotator.options.output_fingerprint(), "bundle": annotator.manifest.bundle_id,
-                   "chunk_rows": chunk_rows, "columns": columns, "text_column": text_column}
+                   "chunk_rows": chunk_rows, "columns": columns, "text_column": text_column,
+                   "selection": selection.fingerprint()}
     summary, start = Summary(), time.perf_counter()
     if on_total is not None:
         on_total(sum(i.rows for i in inputs if not (resume and i.output.exists())))
@@ -186,7 +205,7 @@ def _annotate_one(annotator: Annotator, item: InputFile, fingerprint: dict[str, 
     read_columns = list(dict.fromkeys(item.keep + [root_column(item.source.schema, item.text_column)]))
 
     def read() -> Iterator[Chunk]:
-        for index, table in enumerate(read_chunks(item.source, read_columns, chunk_rows, done * chunk_rows), start=done):
+        for index, table in enumerate(read_chunks(item.source, read_columns, chunk_rows, done * chunk_rows, item.choice), start=done):
             begin = time.perf_counter()
             chunk = Chunk(texts=texts_of(column_at(table, item.text_column), str(item.path), item.text_column),
                           payload=(index, table.select(item.keep)))
@@ -233,5 +252,5 @@ def output_metadata(annotator: Annotator, item: InputFile) -> dict[bytes, bytes]
             "layer": annotator.manifest.head.layer, "threshold": opts.threshold, "decoding": opts.decoding,
             "keep_candidates": opts.keep_candidates, "max_tokens": opts.max_tokens,
             "window_overlap": opts.window_overlap, "tommer_version": __version__,
-            "source": str(item.path), "text_column": item.text_column}
+            "source": str(item.path), "text_column": item.text_column, "selection": item.selection}
     return {b"tommer": json.dumps(info).encode()}

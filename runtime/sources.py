@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 
 from .errors import InputError
 from .jsonl_io import JsonLines, jsonl_codec
+from .selection import chosen_tables
 
 FORMATS_HELP = "Parquet (.parquet) or JSON Lines (.jsonl, .ndjson, .json; plain, .gz, .zst or .bz2)"
 
@@ -75,11 +76,17 @@ def open_source(path: Path, *, opener: Callable[[], IO[bytes]] | None = None, na
     return ParquetSource(name, opener, None if opener else path)
 
 
-def read_chunks(source: Source, columns: list[str], chunk_rows: int, skip_rows: int) -> Iterator[pa.Table]:
-    """Tables of exactly ``chunk_rows`` rows (the last may be shorter), from row ``skip_rows`` on."""
+def read_chunks(source: Source, columns: list[str], chunk_rows: int, skip_rows: int,
+                choice=None) -> Iterator[pa.Table]:
+    """Tables of exactly ``chunk_rows`` rows (the last may be shorter), from row ``skip_rows`` on.
+
+    ``choice``: the rows to read (``selection.choose``; None: all); ``skip_rows`` counts chosen rows.
+    """
     pending: list[pa.Table] = []
     pending_rows = 0
-    for table in source.tables(columns, skip_rows):
+    tables = (source.tables(columns, skip_rows) if choice is None
+              else chosen_tables(lambda raw_skip: source.tables(columns, raw_skip), choice, skip_rows))
+    for table in tables:
         pending.append(table)
         pending_rows += table.num_rows
         while pending_rows >= chunk_rows:

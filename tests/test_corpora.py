@@ -143,3 +143,38 @@ def test_malformed_line_cli(tiny_bundle, tmp_path):
     out = cli(src, "--model", tiny_bundle)
     assert out.returncode == 2 and "bad.jsonl: line 2: malformed JSON" in out.stderr, out.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl"], "nothing written, not even hidden parts"
+
+
+def test_limit_and_sample(annotator, tmp_path):
+    from tommer.runtime.selection import Selection
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    pq.write_table(pa.table({"id": list(range(8)), "text": TEXTS}), folder / "a.parquet", row_group_size=3)
+    write_jsonl(folder / "b.jsonl", [{"id": 8 + i, "text": t} for i, t in enumerate(TEXTS)])
+    (folder / "c.jsonl").write_text("not json: never read past the limit\n")
+    limited = annotate_files(annotator, str(folder), str(tmp_path / "lim"), chunk_rows=3, selection=Selection(limit=10))
+    assert limited.stats.rows == 10 and sorted(p.name for p in (tmp_path / "lim").iterdir()) == ["a.parquet", "b.parquet"]
+    assert pq.read_table(tmp_path / "lim" / "b.parquet").column("id").to_pylist() == [8, 9]
+    (folder / "c.jsonl").unlink()
+    full = annotate_files(annotator, str(folder), str(tmp_path / "full"), chunk_rows=3)
+    assert full.stats.rows == 16
+    every = pa.concat_tables([pq.read_table(tmp_path / "full" / f"{n}.parquet", columns=["id", "mentions"])
+                              for n in "ab"]).to_pylist()
+
+    def sampled(seed, out):
+        annotate_files(annotator, str(folder), str(tmp_path / out), chunk_rows=2, selection=Selection(sample=5, seed=seed))
+        return pa.concat_tables([pq.read_table(p, columns=["id", "mentions"])
+                                 for p in sorted((tmp_path / out).iterdir())]).to_pylist()
+
+    one, again, other = sampled(1, "s1"), sampled(1, "s1b"), sampled(2, "s2")
+    ids = [r["id"] for r in one]
+    assert len(ids) == 5 and ids == sorted(ids) and one == again, "5 rows, in input order, the same for a seed"
+    assert ids != [r["id"] for r in other]
+    assert one == [every[i] for i in ids], "a sampled row's mentions are those of the full run"
+    meta = json.loads(pq.read_schema(tmp_path / "s1" / "a.parquet").metadata[b"tommer"])
+    assert meta["selection"] == {"sample": 5, "seed": 1}
+    with pytest.raises(InputError, match=r"holds the rows of \{'sample': 5, 'seed': 1\}, not of every row"):
+        annotate_files(annotator, str(folder), str(tmp_path / "s1"), resume=True)
+    with pytest.raises(InputError, match="--limit and --sample exclude each other"):
+        Selection(limit=1, sample=1)
