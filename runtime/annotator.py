@@ -16,7 +16,7 @@ from .bundle import MODEL_NAME, Manifest, read_manifest
 from .chunk import STAGES, Chunk, Stats  # noqa: F401 - re-exported
 from .columns import append_results, column_at, resolve_text_column, texts_of
 from .decoding import SELECTORS, STRATEGIES
-from .errors import InputError
+from .errors import BundleError, InputError
 from .mentions import MENTION_TYPE, Mention, mention_lists, mentions_array  # noqa: F401 - re-exported
 from .providers import graph_kind
 from .session import open_session, run_band
@@ -169,11 +169,45 @@ class Annotator:
         chunk = self.process(Chunk(texts=texts_of(column_at(table, column), "<table>", column)))
         return append_results(table, chunk)
 
+    def map_batch(self, batch: Any, text_column: str | None = "text") -> dict[str, list]:
+        """For ``datasets``: ``ds.map(annotator.map_batch, batched=True)`` adds ``mentions`` and ``n_tokens``.
+
+        ``batch`` is a dict of lists (or a pyarrow Table); pass ``fn_kwargs={"text_column": ...}``
+        for another column. ``annotate_dataset`` also sets the Arrow types of the Parquet output.
+        """
+        from .interop import batch_texts, mentions_batch
+
+        return mentions_batch(self, batch_texts(batch, text_column))
+
+    def annotate_dataset(self, dataset: Any, text_column: str | None = None, **kwargs: Any) -> Any:
+        """A ``datasets.Dataset`` with the result columns; see ``tommer.runtime.interop.annotate_dataset``."""
+        from .interop import annotate_dataset
+
+        return annotate_dataset(self, dataset, text_column, **kwargs)
+
+    def annotate_dataframe(self, frame: Any, text_column: str | None = None, **kwargs: Any) -> Any:
+        """A pandas DataFrame with the result columns; see ``tommer.runtime.interop.annotate_dataframe``."""
+        from .interop import annotate_dataframe
+
+        return annotate_dataframe(self, frame, text_column, **kwargs)
+
+    def __reduce__(self):
+        """Pickled as (folder, options, bundle id): ``datasets`` can hash it and send it to workers."""
+        return _reload, (str(self.folder), self.options, self.manifest.bundle_id)
+
     def annotate_parquet(self, src: str | Path, dst: str | Path | None = None, **kwargs: Any):
         """Annotate Parquet file(s) to Parquet; see ``tommer.runtime.parquet_io.annotate_files``."""
         from .parquet_io import annotate_files
 
         return annotate_files(self, str(src), None if dst is None else str(dst), **kwargs)
+
+
+def _reload(folder: str, options: AnnotateOptions, bundle_id: str) -> Annotator:
+    annotator = Annotator(folder, options)
+    if annotator.manifest.bundle_id != bundle_id:
+        raise BundleError(f"{folder}: the bundle changed since this annotator was pickled "
+                          f"(bundle id {bundle_id}, now {annotator.manifest.bundle_id})")
+    return annotator
 
 
 def _select_per_document(hits: Hits, select) -> Hits:

@@ -178,3 +178,49 @@ def test_limit_and_sample(annotator, tmp_path):
         annotate_files(annotator, str(folder), str(tmp_path / "s1"), resume=True)
     with pytest.raises(InputError, match="--limit and --sample exclude each other"):
         Selection(limit=1, sample=1)
+
+
+def test_same_mentions_row_by_row_from_every_kind_of_source(annotator, tmp_path):
+    """The Show of issue 14: Parquet, JSONL, JSONL.gz, a file:// URL, a datasets.Dataset and a DataFrame."""
+    import datasets
+    import pandas as pd
+
+    rows = [{"id": i, "text": t} for i, t in enumerate(TEXTS)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "p.parquet", row_group_size=3)
+    write_jsonl(tmp_path / "j.jsonl", rows)
+    write_jsonl(tmp_path / "g.jsonl.gz", rows)
+    got = {}
+    for name, src in [("parquet", tmp_path / "p.parquet"), ("jsonl", tmp_path / "j.jsonl"),
+                      ("jsonl.gz", tmp_path / "g.jsonl.gz")]:
+        out = tmp_path / f"out-{len(got)}.parquet"
+        annotate_files(annotator, str(src), str(out), chunk_rows=3)
+        table = pq.read_table(out)
+        assert table.column("id").to_pylist() == list(range(len(TEXTS))), name
+        got[name] = keys(table.column("mentions"))
+    ds = datasets.Dataset.from_list(rows)
+    mapped = ds.map(annotator.map_batch, batched=True, batch_size=3)
+    assert mapped.column_names == ["id", "text", "mentions", "n_tokens"]
+    got["ds.map(map_batch)"] = keys(mapped.data.column("mentions"))
+    typed = annotator.annotate_dataset(ds, batch_size=3)
+    assert typed.data.schema.field("mentions").type == pq.read_schema(tmp_path / "out-0.parquet").field("mentions").type
+    got["annotate_dataset"] = keys(typed.data.column("mentions"))
+    frame = annotator.annotate_dataframe(pd.DataFrame(rows), chunk_rows=3)
+    assert list(frame.columns) == ["id", "text", "mentions", "n_tokens"] and frame["n_tokens"].iloc[1] == 0
+    got["DataFrame"] = [[(m["start"], m["end"], m["text"], m["score"]) for m in row] for row in frame["mentions"]]
+    reference = got.pop("parquet")
+    assert sum(map(len, reference)) > 3
+    for name, mentions in got.items():
+        assert mentions == reference, name
+    with pytest.raises(InputError, match=r"<DataFrame>: columns \['mentions', 'n_tokens'\] would be overwritten"):
+        annotator.annotate_dataframe(frame)
+
+
+def test_annotator_pickles_for_datasets_workers_and_cache(annotator):
+    import pickle
+
+    from datasets.fingerprint import Hasher
+
+    copy = pickle.loads(pickle.dumps(annotator))
+    assert copy is not annotator and copy.options == annotator.options
+    assert copy.annotate(TEXTS) == annotator.annotate(TEXTS)
+    assert Hasher.hash(annotator.map_batch) == Hasher.hash(copy.map_batch), "a stable fingerprint: datasets can cache"
