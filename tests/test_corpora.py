@@ -224,3 +224,35 @@ def test_annotator_pickles_for_datasets_workers_and_cache(annotator):
     assert copy is not annotator and copy.options == annotator.options
     assert copy.annotate(TEXTS) == annotator.annotate(TEXTS)
     assert Hasher.hash(annotator.map_batch) == Hasher.hash(copy.map_batch), "a stable fingerprint: datasets can cache"
+
+
+def test_spacy_component_batches_and_aligns_to_spacy_tokens(tiny_bundle, annotator):
+    spacy = pytest.importorskip("spacy")
+    from spacy import displacy
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("tommer", config={"model": str(tiny_bundle), "threshold": 0.3})  # found by its entry point
+    texts = [t or "" for t in TEXTS]
+    calls = []
+    component = nlp.get_pipe("tommer")
+    process = component.annotator.process
+    component.annotator.process = lambda chunk: calls.append(len(chunk.texts)) or process(chunk)
+    docs = list(nlp.pipe(texts, batch_size=3))
+    assert calls == [3, 3, 2], "one graph call per batch of nlp.pipe"
+    expected = annotator.annotate(texts)
+    assert sum(map(len, expected)) > 3
+    for doc, mentions in zip(docs, expected):
+        group = doc.spans["mentions"]
+        assert len(group.attrs["scores"]) == len(group)
+        wanted = {}
+        for m in mentions:  # every mention is widened to the spaCy tokens it touches
+            span = doc.char_span(m.start, m.end, alignment_mode="expand")
+            assert span.start_char <= m.start and m.end <= span.end_char
+            assert span[0].idx + len(span[0]) > m.start and span[-1].idx < m.end, "no token beyond the mention"
+            wanted[(span.start, span.end)] = max(wanted.get((span.start, span.end), 0.0), m.score)
+        got = {(s.start, s.end): float(p) for s, p in zip(group, group.attrs["scores"])}
+        assert got == pytest.approx(wanted) and all(s.label_ == "MENTION" for s in group)
+    html = displacy.render(docs[0], style="span", options={"spans_key": "mentions"})
+    assert "MENTION" in html
+    with pytest.raises(Exception, match="needs a bundle"):
+        spacy.blank("en").add_pipe("tommer")
