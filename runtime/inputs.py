@@ -5,10 +5,11 @@ from __future__ import annotations
 import glob
 import os
 from collections import Counter
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from .errors import InputError
 from .jsonl_io import jsonl_stem
+from .locations import RemotePath, as_location
 
 OUTPUT_SUFFIX = ".mentions.parquet"
 
@@ -43,18 +44,25 @@ def resolve_inputs(source: str, output: str | None = None,
     Hidden and underscore-prefixed files and folders are skipped, and so is everything under
     ``output``: an output folder inside the input folder is never read back as input.
     """
-    path = Path(source)
+    path = as_location(source)
+    remote = isinstance(path, RemotePath)
+    order = (lambda p: PurePosixPath(p.path)) if remote else None
     if path.is_file():
         return [path], None
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if accept(p.name) and p.is_file() and not _hidden(p, path))
-        root: Path | None = path
+        below = path.files_below() if remote else (p for p in path.rglob("*") if p.is_file())
+        files = sorted((p for p in below if accept(p.name) and not _hidden(p, path)), key=order)
+        root: Path | RemotePath | None = path
     else:
-        files = sorted(Path(p) for p in glob.glob(source, recursive=True) if Path(p).is_file())
-        root = Path(os.path.commonpath([str(p.parent) for p in files])) if files else None
+        if remote:
+            files = sorted(path.glob(), key=order)
+            root = RemotePath(path.fs, os.path.commonpath([p.parent.path for p in files])) if files else None
+        else:
+            files = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+            root = Path(os.path.commonpath([str(p.parent) for p in files])) if files else None
         files = [f for f in files if not _hidden(f, root)]
     if output is not None:
-        out = Path(output).resolve()
+        out = as_location(output).resolve()
         files = [f for f in files if f.resolve() != out and out not in f.resolve().parents]
     if not files:
         kinds = "*.parquet" if accept is _is_parquet else "*.parquet, *.jsonl, *.ndjson or *.json (.gz, .zst, .bz2)"
@@ -63,7 +71,7 @@ def resolve_inputs(source: str, output: str | None = None,
     return files, root
 
 
-def output_paths(files: list[Path], root: Path | None, output: str | None) -> list[Path]:
+def output_paths(files: list[Path], root: Path | None, output: str | None) -> list[Path]:  # or RemotePath
     """Where each input's output goes; a folder input keeps relative names under ``output``.
 
     A folder or glob that matched exactly one file is treated like that file.
@@ -74,7 +82,7 @@ def output_paths(files: list[Path], root: Path | None, output: str | None) -> li
         if root is not None:
             raise InputError("several input files: pass --output FOLDER for their outputs")
         return [files[0].with_name(_stem(files[0].name) + OUTPUT_SUFFIX)]
-    out = Path(output)
+    out = as_location(output)
     if root is None and out.suffix == ".parquet":
         return [out]
     if root is None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from .columns import (RESULT_COLUMNS, append_results, column_at, output_schema, 
                       texts_of)
 from .errors import InputError, collect_and_raise
 from .inputs import OUTPUT_SUFFIX, corpus_file, output_paths, resolve_inputs  # noqa: F401 - re-exported
+from .locations import atomic_writer, open_input, remove_tree
 from .pipeline import pipelined
 from .selection import Selection, choose, output_selection
 from .sources import Source, open_source, read_chunks
@@ -90,7 +90,7 @@ class PartStore:
             while (self.folder / self.part_name(done)).is_file():
                 done += 1
             return done
-        shutil.rmtree(self.folder, ignore_errors=True)
+        remove_tree(self.folder)
         self.folder.mkdir(parents=True)
         _write_atomic(progress, json.dumps({"fingerprint": self.fingerprint, "started": time.time()}, indent=2))
         return 0
@@ -100,26 +100,22 @@ class PartStore:
         return f"part-{index:06d}.parquet"
 
     def write(self, index: int, table: pa.Table) -> None:
-        target = self.folder / self.part_name(index)
-        tmp = target.with_name(f".{target.name}.tmp")
-        pq.write_table(table, tmp)
-        os.replace(tmp, target)
+        with atomic_writer(self.folder / self.part_name(index)) as fh:
+            pq.write_table(table, fh)
 
     def finalize(self, schema: pa.Schema, parts: int) -> None:
         """Join the parts, in order, into the output (through a temporary name)."""
-        tmp = self.output.with_name(f".{self.output.name}.tmp")
-        with pq.ParquetWriter(tmp, schema) as writer:
+        with atomic_writer(self.output) as fh, pq.ParquetWriter(fh, schema) as writer:
             for k in range(parts):
-                for batch in pq.ParquetFile(self.folder / self.part_name(k)).iter_batches(batch_size=65536):
-                    writer.write_batch(batch)
-        os.replace(tmp, self.output)
-        shutil.rmtree(self.folder)
+                with open_input(self.folder / self.part_name(k)) as part:
+                    for batch in pq.ParquetFile(part).iter_batches(batch_size=65536):
+                        writer.write_batch(batch)
+        remove_tree(self.folder)
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_writer(path) as fh:
+        fh.write(text.encode())
 
 
 @dataclass
@@ -169,7 +165,7 @@ def annotate_files(annotator: Annotator, source: str, output: str | None, *, tex
         remaining = None if remaining is None else remaining - min(inputs[-1].rows, remaining)
     inputs = choose(inputs, selection) if not problems else inputs
     for item in inputs:
-        held = output_selection(pq.read_schema(item.output).metadata) if resume and item.output.exists() else None
+        held = output_selection(_metadata(item.output)) if resume and item.output.exists() else None
         if held != item.selection and resume and item.output.exists():
             problems.append(f"{item.output} holds the rows of {held or 'every row'}, not of "
                             f"{item.selection or 'every row'}: pass --overwrite to replace it")
@@ -233,6 +229,11 @@ def _annotate_one(annotator: Annotator, item: InputFile, fingerprint: dict[str, 
             on_chunk(chunk)
     store.finalize(item.out_schema.with_metadata(output_metadata(annotator, item)), index)
     return stats
+
+
+def _metadata(path) -> dict[bytes, bytes] | None:
+    with open_input(path) as fh:
+        return pq.read_schema(fh).metadata
 
 
 def default_host_threads() -> int:

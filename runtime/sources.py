@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 
 from .errors import InputError
 from .jsonl_io import JsonLines, jsonl_codec
+from .locations import RemotePath, open_input
 from .selection import chosen_tables
 
 FORMATS_HELP = "Parquet (.parquet) or JSON Lines (.jsonl, .ndjson, .json; plain, .gz, .zst or .bz2)"
@@ -64,16 +65,16 @@ def is_supported(name: str) -> bool:
     return name.lower().endswith(".parquet") or jsonl_codec(name)[0]
 
 
-def open_source(path: Path, *, opener: Callable[[], IO[bytes]] | None = None, name: str | None = None,
-                limit: int | None = None) -> Source:
+def open_source(path: Path | RemotePath, limit: int | None = None) -> Source:
     """The source of one input file, by its name: JSON Lines (scanned: see ``jsonl_io``) or Parquet.
 
     ``limit``: rows that will be read at most (a JSON Lines scan stops there).
     """
-    name = name or str(path)
     if jsonl_codec(path.name)[0]:
-        return JsonLines(name, opener or (lambda: open(path, "rb"))).scan(limit)
-    return ParquetSource(name, opener, None if opener else path)
+        return JsonLines(str(path), lambda: open_input(path)).scan(limit)
+    if isinstance(path, RemotePath):
+        return ParquetSource(str(path), lambda: open_input(path))
+    return ParquetSource(str(path), path=path)
 
 
 def read_chunks(source: Source, columns: list[str], chunk_rows: int, skip_rows: int,

@@ -191,7 +191,7 @@ def test_same_mentions_row_by_row_from_every_kind_of_source(annotator, tmp_path)
     write_jsonl(tmp_path / "g.jsonl.gz", rows)
     got = {}
     for name, src in [("parquet", tmp_path / "p.parquet"), ("jsonl", tmp_path / "j.jsonl"),
-                      ("jsonl.gz", tmp_path / "g.jsonl.gz")]:
+                      ("jsonl.gz", tmp_path / "g.jsonl.gz"), ("file://", (tmp_path / "j.jsonl").as_uri())]:
         out = tmp_path / f"out-{len(got)}.parquet"
         annotate_files(annotator, str(src), str(out), chunk_rows=3)
         table = pq.read_table(out)
@@ -256,3 +256,38 @@ def test_spacy_component_batches_and_aligns_to_spacy_tokens(tiny_bundle, annotat
     assert "MENTION" in html
     with pytest.raises(Exception, match="needs a bundle"):
         spacy.blank("en").add_pipe("tommer")
+
+
+def test_urls_on_an_fsspec_filesystem_with_globs_and_resume(annotator, tmp_path):
+    """memory:// stands for an object store: inputs, globs, --output, parts and resume through fsspec."""
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    rows = records(TEXTS * 3)
+    write_jsonl(tmp_path / "a.jsonl.gz", rows)
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "b.parquet", row_group_size=4)
+    fs.pipe("/corpus/x/a.jsonl.gz", (tmp_path / "a.jsonl.gz").read_bytes())
+    fs.pipe("/corpus/x/b.parquet", (tmp_path / "b.parquet").read_bytes())
+    fs.pipe("/corpus/x/_SUCCESS", b"")
+    annotate_files(annotator, str(tmp_path / "a.jsonl.gz"), str(tmp_path / "local.parquet"), chunk_rows=4)
+    local = pq.read_table(tmp_path / "local.parquet")
+
+    class Stop(Exception):
+        pass
+
+    def stop(chunk):
+        if chunk.payload >= 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        annotate_files(annotator, "memory://corpus/**/*.*", "memory://out/", chunk_rows=4, on_chunk=stop)
+    assert fs.isfile("/out/.a.parquet.parts/part-000001.parquet") and not fs.exists("/out/a.parquet")
+    done = annotate_files(annotator, "memory://corpus/**/*.*", "memory://out/", chunk_rows=4, resume=True)
+    assert done.files == 2 and done.stats.rows < 2 * len(rows), "finished parts were not redone"
+    assert sorted(fs.find("/out")) == ["/out/a.parquet", "/out/b.parquet"], "parts removed, no temporary object"
+    with fs.open("/out/a.parquet", "rb") as fh:
+        assert pq.read_table(fh).equals(local)
+    with fs.open("/out/b.parquet", "rb") as fh:
+        assert keys(pq.read_table(fh).column("mentions")) == keys(local.column("mentions"))
+    with pytest.raises(InputError, match="memory://nowhere: no Parquet file found"):
+        annotate_files(annotator, "memory://nowhere", "memory://out2/")
