@@ -291,3 +291,12 @@ def test_urls_on_an_fsspec_filesystem_with_globs_and_resume(annotator, tmp_path)
         assert keys(pq.read_table(fh).column("mentions")) == keys(local.column("mentions"))
     with pytest.raises(InputError, match="memory://nowhere: no Parquet file found"):
         annotate_files(annotator, "memory://nowhere", "memory://out2/")
+
+
+def test_help_explains_the_new_options_with_defaults():
+    out = cli("--help")
+    assert out.returncode == 0
+    text = " ".join(out.stdout.split())
+    for needle in ("--limit", "--sample", "--seed", "default: every row", "default: 0", "JSON Lines", "hf://",
+                   "a dotted name reaches a nested field"):
+        assert needle in text, needle

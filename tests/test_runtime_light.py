@@ -10,7 +10,7 @@ import sys
 import tommer, tommer.runtime
 from tommer.runtime import (annotator, batching, bundle, chunk, cli, columns, decoding, errors, inputs, mentions, parquet_io,
                             pipeline, session, tokenization, windows, bio, evaluate, show,
-                            quality_cli, ray_engine)
+                            quality_cli, ray_engine, jsonl_io, sources, selection, locations, interop)
 heavy = sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'transformers', 'onnx', 'onnxscript'})
 print(','.join(heavy))
 """
