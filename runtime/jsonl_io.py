@@ -126,9 +126,9 @@ class JsonLines:
         """First pass: check every line (up to ``limit`` rows), count the rows, fix the schema."""
         schema, rows = None, 0
         for line, block in self._blocks():
-            table = self._parse(line, block, None)
-            if table.num_rows != self._count(block):  # e.g. two objects on one line
-                raise InputError(self._locate(line, block, f"{table.num_rows} records in {self._count(block)} lines"))
+            table, lines = self._parse(line, block, None), self._count(block)
+            if table.num_rows != lines:  # e.g. two objects on one line
+                raise InputError(self._locate(line, block, f"{table.num_rows} records in {lines} lines"))
             part = table.schema
             try:
                 schema = part if schema is None else pa.unify_schemas([schema, part], promote_options="permissive")
