@@ -29,7 +29,7 @@ TYPE_NAMES = {
     ir.DataType.FLOAT8E4M3FN: "FP8",
 }
 TYPED_BY_OUTPUT = {"ConstantOfShape"}  # the table's types are those of the output
-_CONSTANT_INPUTS = re.compile(r"((?:`\w+`[ ,and]*)+)(?:input )?must be (?:an? )?(?:initializers?|constant)")
+_CONSTANT_INPUTS = re.compile(r"((?:`\w+`[ ,and]*)+)(?:input )?must be (?:an? )?(?:initializers?|(?:build-time )?constant)")
 
 
 @dataclass(frozen=True)

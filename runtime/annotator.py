@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -13,16 +13,17 @@ import pyarrow as pa
 
 from .batching import ShapeBuckets, plan_exact
 from .bundle import MODEL_NAME, Manifest, read_manifest
+from .chunk import STAGES, Chunk, Stats  # noqa: F401 - re-exported
+from .columns import append_results, column_at, resolve_text_column, texts_of
 from .decoding import SELECTORS, STRATEGIES
-from .errors import InputError
+from .errors import BundleError, InputError
 from .mentions import MENTION_TYPE, Mention, mention_lists, mentions_array  # noqa: F401 - re-exported
 from .providers import Settings, graph_kind, tensorrt_profiles
 from .session import GPU_PROVIDERS, GraphRunner, open_session
 from .spans import ChunkText, Hits, band_hits, mentions_column
-from .tokenization import BundleTokenizer, TokenBatch
+from .tokenization import BundleTokenizer
 from .windows import check_window_options, plan_windows
 
-STAGES = ("read", "tokenize", "infer", "decode", "write")
 # Token budget of a batch, padding included. On CPUs small batches keep activations in
 # cache: on the 2-core benchmark machine 512 tokens ran at 7,601 tokens/s, 16,384 at 4,451
 # (benchmarks/results). GPUs need large batches to fill the device (not measured here).
@@ -50,41 +51,6 @@ class AnnotateOptions:
         """What decides the output rows (resuming with other values would mix two runs)."""
         return {"decoding": self.decoding, "threshold": self.threshold, "max_tokens": self.max_tokens,
                 "window_overlap": self.window_overlap, "keep_candidates": self.keep_candidates}
-
-
-@dataclass
-class Stats:
-    """Counters and per-stage seconds (stage seconds overlap when pipelined)."""
-
-    rows: int = 0
-    documents_windowed: int = 0
-    tokens: int = 0  # real tokens fed to the graph, BOS included
-    padded_tokens: int = 0  # tokens fed including padding
-    mentions: int = 0
-    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
-
-    def add(self, other: "Stats") -> None:
-        for name in ("rows", "documents_windowed", "tokens", "padded_tokens", "mentions"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        for stage, s in other.seconds.items():
-            self.seconds[stage] = self.seconds.get(stage, 0.0) + s
-
-    @property
-    def padding_fraction(self) -> float:
-        return 1.0 - self.tokens / self.padded_tokens if self.padded_tokens else 0.0
-
-
-@dataclass
-class Chunk:
-    """A pool of rows moving through the stages; every per-token and per-span field is a flat array."""
-
-    texts: list[str | None]
-    tokens: TokenBatch | None = None
-    hits: Hits | None = None  # spans above min(threshold, candidate floor), from the bands
-    mentions: pa.Array | None = None  # list<struct<start, end, text, score>>, one row per text
-    candidates: pa.Array | None = None
-    stats: Stats = field(default_factory=Stats)
-    payload: Any = None  # what the caller carries along (e.g. the input rows)
 
 
 def check_options(manifest: Manifest, options: AnnotateOptions) -> AnnotateOptions:
@@ -230,17 +196,49 @@ class Annotator:
 
     def annotate_table(self, table: pa.Table, text_column: str | None = "text") -> pa.Table:
         """``table`` with ``mentions`` and ``n_tokens`` (and ``candidates``) appended."""
-        from .parquet_io import resolve_text_column, texts_of
-
         column = resolve_text_column(table.schema, text_column, "<table>")
-        chunk = self.process(Chunk(texts=texts_of(table.column(column), "<table>", column)))
+        chunk = self.process(Chunk(texts=texts_of(column_at(table, column), "<table>", column)))
         return append_results(table, chunk)
+
+    def map_batch(self, batch: Any, text_column: str | None = "text") -> dict[str, list]:
+        """For ``datasets``: ``ds.map(annotator.map_batch, batched=True)`` adds ``mentions`` and ``n_tokens``.
+
+        ``batch`` is a dict of lists (or a pyarrow Table); pass ``fn_kwargs={"text_column": ...}``
+        for another column. ``annotate_dataset`` also sets the Arrow types of the Parquet output.
+        """
+        from .interop import batch_texts, mentions_batch
+
+        return mentions_batch(self, batch_texts(batch, text_column))
+
+    def annotate_dataset(self, dataset: Any, text_column: str | None = None, **kwargs: Any) -> Any:
+        """A ``datasets.Dataset`` with the result columns; see ``tommer.runtime.interop.annotate_dataset``."""
+        from .interop import annotate_dataset
+
+        return annotate_dataset(self, dataset, text_column, **kwargs)
+
+    def annotate_dataframe(self, frame: Any, text_column: str | None = None, **kwargs: Any) -> Any:
+        """A pandas DataFrame with the result columns; see ``tommer.runtime.interop.annotate_dataframe``."""
+        from .interop import annotate_dataframe
+
+        return annotate_dataframe(self, frame, text_column, **kwargs)
+
+    def __reduce__(self):
+        """Pickled as (folder, options, bundle id): ``datasets`` can hash it and send it to workers."""
+        return _reload, (str(self.folder), self.options, self.manifest.bundle_id)
 
     def annotate_parquet(self, src: str | Path, dst: str | Path | None = None, **kwargs: Any):
         """Annotate Parquet file(s) to Parquet; see ``tommer.runtime.parquet_io.annotate_files``."""
         from .parquet_io import annotate_files
 
         return annotate_files(self, str(src), None if dst is None else str(dst), **kwargs)
+
+
+def _reload(folder: str, options: AnnotateOptions, bundle_id: str) -> Annotator:
+    annotator = Annotator(folder, options)
+    if annotator.manifest.bundle_id != bundle_id:
+        raise BundleError(f"{folder}: the bundle changed since this annotator was pickled "
+                          f"(bundle id {bundle_id}, now {annotator.manifest.bundle_id})")
+    return annotator
 
 
 def _select_per_document(hits: Hits, select) -> Hits:
@@ -253,11 +251,3 @@ def _select_per_document(hits: Hits, select) -> Hits:
             keep.append(lo + kept)
     return hits.take(np.concatenate(keep) if keep else np.zeros(0, np.int64))
 
-
-def append_results(table: pa.Table, chunk: Chunk) -> pa.Table:
-    """Append the result columns of a processed chunk to its rows."""
-    table = table.append_column("mentions", chunk.mentions)
-    table = table.append_column("n_tokens", pa.array(chunk.tokens.n_tokens.astype(np.int32)))
-    if chunk.candidates is not None:
-        table = table.append_column("candidates", chunk.candidates)
-    return table

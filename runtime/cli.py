@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None,
-                  help="Annotate Parquet corpora with a tommer bundle: every mention of every document.")
+                  help="Annotate Parquet or JSON Lines corpora with a tommer bundle: every mention of every document, to Parquet.")
 
 
 class Decoding(str, Enum):
@@ -41,10 +41,10 @@ def _columns(value: Optional[str]) -> Optional[list[str]]:
 
 @app.command()
 def annotate(
-    source: str = typer.Argument(..., help="A Parquet file, a folder of *.parquet files (recursive), or a glob."),
+    source: str = typer.Argument(..., help="A Parquet or JSON Lines file (.jsonl, .ndjson, .json; plain, .gz, .zst or .bz2), a folder of such files (recursive), or a glob; local or a URL (file://, s3://, gs://, hf://datasets/owner/name@revision/..., any fsspec filesystem)."),
     model: Path = typer.Option(..., "--model", "-m", help="Bundle folder made by tommer-export."),
-    output: Optional[str] = typer.Option(None, "--output", "-o", help="Output file (*.parquet, one input) or folder (one output per input file, same relative names). [default: <input>.mentions.parquet beside a single input file]"),
-    text_column: Optional[str] = typer.Option(None, help="Column holding the text. [default: 'text'; if absent, the only string column]"),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="Output file (*.parquet, one input) or folder (one output per input file, same relative names, .parquet); local or a URL. [default: <input>.mentions.parquet beside a single input file]"),
+    text_column: Optional[str] = typer.Option(None, help="Column holding the text; a dotted name reaches a nested field (meta.body). [default: 'text'; if absent, the only string column]"),
     columns: Optional[str] = typer.Option(None, help="Comma-separated input columns to keep in the output, e.g. 'id'. [default: all]"),
     decoding: Decoding = typer.Option(Decoding.threshold, help="threshold: every span above the threshold (nested and overlapping kept); greedy: best first, no overlap; flat: best non-overlapping total; nested: best well-nested set."),
     threshold: float = typer.Option(0.5, help="Keep spans with probability strictly above this."),
@@ -60,6 +60,9 @@ def annotate(
     cuda_graphs: bool = typer.Option(False, help="Capture one CUDA graph per bucket shape and replay it (cuda/tensorrt only; needs buckets)."),
     cache_dir: Optional[Path] = typer.Option(None, help="Folder for TensorRT engine and timing caches (one subfolder per bundle), reused by later runs and Ray actors. [default: $TOMMER_CACHE, else $XDG_CACHE_HOME/tommer, else ~/.cache/tommer]"),
     host_threads: int = typer.Option(0, help="Threads for each host stage (tokenize, decode, write) around the one that runs the model; 0: one per 4 usable cores, 1 to 8."),
+    limit: Optional[int] = typer.Option(None, help="Annotate only the first N rows, in input order across the files (sorted names); later files are not read and get no output. For a trial run. [default: every row]"),
+    sample: Optional[int] = typer.Option(None, help="Annotate N rows drawn uniformly at random without replacement from all input rows (JSON Lines inputs are read once more to count them), kept in input order; files with none get no output. [default: every row]"),
+    seed: int = typer.Option(0, help="Random seed of --sample: the same inputs and seed give the same rows."),
     resume: bool = typer.Option(False, help="Continue an interrupted run: keep finished outputs and finished parts."),
     overwrite: bool = typer.Option(False, help="Replace existing outputs."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar; print only the summary."),
@@ -73,7 +76,11 @@ def annotate(
     from .annotator import AnnotateOptions, Annotator
     from .errors import TommerError
     from .parquet_io import annotate_files
+    from .selection import Selection
 
+    if engine is Engine.ray and (limit is not None or sample is not None):
+        typer.echo("error: --limit and --sample work with the local engine only", err=True)
+        raise typer.Exit(code=2)
     if engine is Engine.ray:
         _annotate_ray(model, source, output, text_column, _columns(columns), chunk_rows or 2048, num_workers,
                       num_cpus_per_worker, num_gpus_per_worker, ray_address, AnnotateOptions(
@@ -93,7 +100,7 @@ def annotate(
             summary = annotate_files(annotator, source, output, text_column=text_column, columns=_columns(columns),
                                      chunk_rows=chunk_rows, overwrite=overwrite, resume=resume,
                                      on_chunk=bar and bar.update, on_total=bar and bar.total,
-                                     host_threads=host_threads)
+                                     host_threads=host_threads, selection=Selection(limit, sample, seed))
     except TommerError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None

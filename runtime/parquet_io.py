@@ -11,111 +11,30 @@ depend on its batch, so the result equals an uninterrupted run.
 
 from __future__ import annotations
 
-import glob
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .annotator import MENTION_TYPE, Annotator, Chunk, Stats, append_results
+from .chunk import Chunk, Stats
+from .columns import (RESULT_COLUMNS, append_results, column_at, output_schema, resolve_text_column, root_column,
+                      texts_of)
 from .errors import InputError, collect_and_raise
+from .inputs import OUTPUT_SUFFIX, corpus_file, output_paths, resolve_inputs  # noqa: F401 - re-exported
+from .locations import atomic_writer, open_input, remove_tree
 from .pipeline import pipelined
+from .selection import Selection, choose, output_selection
+from .sources import Source, open_source, read_chunks
+
+if TYPE_CHECKING:
+    from .annotator import Annotator
 
 PROGRESS_NAME = "progress.json"
-OUTPUT_SUFFIX = ".mentions.parquet"
-
-
-def _is_string(t: pa.DataType) -> bool:
-    return pa.types.is_string(t) or pa.types.is_large_string(t) or getattr(pa.types, "is_string_view", lambda _: False)(t)
-
-
-def _hidden(path: Path, root: Path) -> bool:
-    """Hidden or underscore-prefixed below ``root`` (pyarrow's dataset convention: parts, _SUCCESS, ...)."""
-    return any(part.startswith((".", "_")) for part in path.relative_to(root).parts)
-
-
-def resolve_inputs(source: str, output: str | None = None) -> tuple[list[Path], Path | None]:
-    """Input files (sorted) and the folder their relative output names start from (None: one file).
-
-    Hidden and underscore-prefixed files and folders are skipped, and so is everything under
-    ``output``: an output folder inside the input folder is never read back as input.
-    """
-    path = Path(source)
-    if path.is_file():
-        return [path], None
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*.parquet") if p.is_file() and not _hidden(p, path))
-        root: Path | None = path
-    else:
-        files = sorted(Path(p) for p in glob.glob(source, recursive=True) if Path(p).is_file())
-        root = Path(os.path.commonpath([str(p.parent) for p in files])) if files else None
-        files = [f for f in files if not _hidden(f, root)]
-    if output is not None:
-        out = Path(output).resolve()
-        files = [f for f in files if f.resolve() != out and out not in f.resolve().parents]
-    if not files:
-        raise InputError(f"{source}: no Parquet file found (expected a file, a folder of *.parquet or a glob; "
-                         "hidden and _-prefixed files and the output location are skipped)")
-    return files, root
-
-
-def output_paths(files: list[Path], root: Path | None, output: str | None) -> list[Path]:
-    """Where each input's output goes; a folder input keeps relative names under ``output``.
-
-    A folder or glob that matched exactly one file is treated like that file.
-    """
-    if len(files) == 1:
-        root = None
-    if output is None:
-        if root is not None:
-            raise InputError("several input files: pass --output FOLDER for their outputs")
-        return [files[0].with_name(files[0].name.removesuffix(".parquet") + OUTPUT_SUFFIX)]
-    out = Path(output)
-    if root is None and out.suffix == ".parquet":
-        return [out]
-    if root is None:
-        return [out / files[0].name]
-    return [out / f.relative_to(root) for f in files]
-
-
-def texts_of(column: pa.ChunkedArray | pa.Array, file: str, name: str) -> list[str | None]:
-    """Python strings of a text column (string, large_string, string_view or dictionary of those)."""
-    t = column.type
-    if pa.types.is_dictionary(t) and _is_string(t.value_type):
-        column = pc.cast(column, t.value_type)
-    elif not _is_string(t):
-        raise InputError(f"{file}: column {name!r} has type {t}, expected a string column")
-    return column.to_pylist()
-
-
-def resolve_text_column(schema: pa.Schema, requested: str | None, file: str) -> str:
-    """``requested`` if present; else 'text'; else the only string column; else an error listing them."""
-    names = schema.names
-    if requested and requested in names:
-        column = requested
-    elif requested and requested != "text":
-        raise InputError(f"{file}: no column {requested!r}; columns: {', '.join(names)}")
-    else:
-        strings = [f.name for f in schema if _is_string(f.type) or
-                   (pa.types.is_dictionary(f.type) and _is_string(f.type.value_type))]
-        if "text" in names:
-            column = "text"
-        elif len(strings) == 1:
-            column = strings[0]
-        else:
-            raise InputError(f"{file}: no column 'text' and {len(strings)} string columns ({', '.join(strings) or 'none'}); "
-                             f"pick one with --text-column (columns: {', '.join(names)})")
-    t = schema.field(column).type
-    if not (_is_string(t) or (pa.types.is_dictionary(t) and _is_string(t.value_type))):
-        raise InputError(f"{file}: column {column!r} has type {t}, expected a string column")
-    return column
 
 
 @dataclass(frozen=True)
@@ -126,57 +45,27 @@ class InputFile:
     keep: list[str]  # input columns carried to the output
     rows: int
     out_schema: pa.Schema
+    source: Source
+    choice: Any = None  # the rows to annotate (selection.choose); None: all
+    selection: dict[str, int] | None = None  # --limit/--sample, as recorded in the output
 
 
 def inspect_input(path: Path, output: Path, text_column: str | None, columns: list[str] | None,
-                  keep_candidates: bool) -> InputFile:
-    """Open a Parquet file's metadata and check the columns; errors name the file."""
-    try:
-        pf = pq.ParquetFile(path)
-    except (pa.ArrowException, OSError) as exc:
-        raise InputError(f"{path}: not a readable Parquet file ({exc})") from exc
-    schema = pf.schema_arrow
+                  keep_candidates: bool, scan_limit: int | None = None) -> InputFile:
+    """Open an input (Parquet footer, or a JSON Lines scan of up to ``scan_limit`` rows) and check the
+    columns; errors name the file."""
+    source = open_source(path, limit=scan_limit)
+    schema = source.schema
     column = resolve_text_column(schema, text_column, str(path))
     keep = list(schema.names) if columns is None else columns
     missing = [c for c in keep if c not in schema.names]
     if missing:
         raise InputError(f"{path}: --columns names {missing} which the file lacks; columns: {', '.join(schema.names)}")
-    clash = [c for c in ("mentions", "n_tokens", "candidates") if c in keep]
+    clash = [c for c in RESULT_COLUMNS if c in keep]
     if clash:
         raise InputError(f"{path}: input columns {clash} would be overwritten by the output; drop them with --columns")
-    fields = [schema.field(c) for c in keep] + [pa.field("mentions", pa.list_(MENTION_TYPE)), pa.field("n_tokens", pa.int32())]
-    if keep_candidates:
-        fields.append(pa.field("candidates", pa.list_(MENTION_TYPE)))
-    return InputFile(path, output, column, keep, pf.metadata.num_rows, pa.schema(fields))
-
-
-def read_chunks(path: Path, columns: list[str], chunk_rows: int, skip_rows: int) -> Iterator[pa.Table]:
-    """Tables of exactly ``chunk_rows`` rows (the last may be shorter), from row ``skip_rows`` on."""
-    pf = pq.ParquetFile(path)
-    groups, seen = [], 0
-    for g in range(pf.metadata.num_row_groups):  # skip whole row groups already done
-        n = pf.metadata.row_group(g).num_rows
-        if seen + n > skip_rows:
-            groups.append(g)
-        else:
-            seen += n
-    pending: list[pa.RecordBatch] = []
-    pending_rows, to_drop = 0, skip_rows - seen
-    if not groups:
-        return
-    for batch in pf.iter_batches(batch_size=min(chunk_rows, 65536), row_groups=groups, columns=columns):
-        if to_drop:
-            cut = min(to_drop, batch.num_rows)
-            batch, to_drop = batch.slice(cut), to_drop - cut
-        pending.append(batch)
-        pending_rows += batch.num_rows
-        while pending_rows >= chunk_rows:
-            table = pa.Table.from_batches(pending).combine_chunks()
-            yield table.slice(0, chunk_rows)
-            rest = table.slice(chunk_rows)
-            pending, pending_rows = rest.to_batches(), rest.num_rows
-    if pending_rows:
-        yield pa.Table.from_batches(pending).combine_chunks()
+    return InputFile(path, output, column, keep, source.rows,
+                     output_schema([schema.field(c) for c in keep], keep_candidates), source)
 
 
 class PartStore:
@@ -201,7 +90,7 @@ class PartStore:
             while (self.folder / self.part_name(done)).is_file():
                 done += 1
             return done
-        shutil.rmtree(self.folder, ignore_errors=True)
+        remove_tree(self.folder)
         self.folder.mkdir(parents=True)
         _write_atomic(progress, json.dumps({"fingerprint": self.fingerprint, "started": time.time()}, indent=2))
         return 0
@@ -211,26 +100,22 @@ class PartStore:
         return f"part-{index:06d}.parquet"
 
     def write(self, index: int, table: pa.Table) -> None:
-        target = self.folder / self.part_name(index)
-        tmp = target.with_name(f".{target.name}.tmp")
-        pq.write_table(table, tmp)
-        os.replace(tmp, target)
+        with atomic_writer(self.folder / self.part_name(index)) as fh:
+            pq.write_table(table, fh)
 
     def finalize(self, schema: pa.Schema, parts: int) -> None:
         """Join the parts, in order, into the output (through a temporary name)."""
-        tmp = self.output.with_name(f".{self.output.name}.tmp")
-        with pq.ParquetWriter(tmp, schema) as writer:
+        with atomic_writer(self.output) as fh, pq.ParquetWriter(fh, schema) as writer:
             for k in range(parts):
-                for batch in pq.ParquetFile(self.folder / self.part_name(k)).iter_batches(batch_size=65536):
-                    writer.write_batch(batch)
-        os.replace(tmp, self.output)
-        shutil.rmtree(self.folder)
+                with open_input(self.folder / self.part_name(k)) as part:
+                    for batch in pq.ParquetFile(part).iter_batches(batch_size=65536):
+                        writer.write_batch(batch)
+        remove_tree(self.folder)
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_writer(path) as fh:
+        fh.write(text.encode())
 
 
 @dataclass
@@ -248,8 +133,11 @@ class Summary:
 def annotate_files(annotator: Annotator, source: str, output: str | None, *, text_column: str | None = None,
                    columns: list[str] | None = None, chunk_rows: int = 2048, overwrite: bool = False,
                    resume: bool = False, on_chunk: Callable[[Chunk], None] | None = None,
-                   on_total: Callable[[int], None] | None = None, host_threads: int = 0) -> Summary:
+                   on_total: Callable[[int], None] | None = None, host_threads: int = 0,
+                   selection: Selection = Selection()) -> Summary:
     """Annotate every input file; all inputs are checked before anything is written.
+
+    ``selection``: ``--limit``/``--sample`` (see ``runtime/selection.py``).
 
     ``on_total`` is called once with the number of rows to process, ``on_chunk`` after each chunk
     (``chunk.stats.rows``, ``chunk.stats.tokens``). ``host_threads`` threads run each of the
@@ -261,15 +149,26 @@ def annotate_files(annotator: Annotator, source: str, output: str | None, *, tex
         raise InputError("--overwrite and --resume exclude each other")
     if chunk_rows < 1:
         raise InputError(f"--chunk-rows must be >= 1, found {chunk_rows}")
-    files, root = resolve_inputs(source, output)
+    files, root = resolve_inputs(source, output, accept=corpus_file)
     outs = output_paths(files, root, output)
     inputs, problems = [], []
+    remaining = selection.limit
     for f, o in zip(files, outs):
+        if remaining == 0:
+            break  # --limit reached: later files are not read
         try:
-            inputs.append(inspect_input(f, o, text_column, columns, annotator.options.keep_candidates is not None))
+            inputs.append(inspect_input(f, o, text_column, columns, annotator.options.keep_candidates is not None,
+                                        scan_limit=remaining))
         except InputError as exc:
             problems.append(str(exc))
+            continue
+        remaining = None if remaining is None else remaining - min(inputs[-1].rows, remaining)
+    inputs = choose(inputs, selection) if not problems else inputs
     for item in inputs:
+        held = output_selection(_metadata(item.output)) if resume and item.output.exists() else None
+        if held != item.selection and resume and item.output.exists():
+            problems.append(f"{item.output} holds the rows of {held or 'every row'}, not of "
+                            f"{item.selection or 'every row'}: pass --overwrite to replace it")
         if item.output.exists() and not (overwrite or resume):
             problems.append(f"{item.output} already exists: pass --overwrite to replace it or --resume to keep it")
         elif PartStore(item.output, {}).folder.exists() and not (overwrite or resume):
@@ -279,7 +178,8 @@ def annotate_files(annotator: Annotator, source: str, output: str | None, *, tex
             problems.append(f"{item.output}: the output would overwrite its input")
     collect_and_raise(problems, InputError, "cannot annotate")
     fingerprint = {**annotator.options.output_fingerprint(), "bundle": annotator.manifest.bundle_id,
-                   "chunk_rows": chunk_rows, "columns": columns, "text_column": text_column}
+                   "chunk_rows": chunk_rows, "columns": columns, "text_column": text_column,
+                   "selection": selection.fingerprint()}
     summary, start = Summary(), time.perf_counter()
     if on_total is not None:
         on_total(sum(i.rows for i in inputs if not (resume and i.output.exists())))
@@ -298,12 +198,12 @@ def _annotate_one(annotator: Annotator, item: InputFile, fingerprint: dict[str, 
     store = PartStore(item.output, fingerprint)
     done = store.start(resume)
     stats = Stats()
-    read_columns = list(dict.fromkeys(item.keep + [item.text_column]))
+    read_columns = list(dict.fromkeys(item.keep + [root_column(item.source.schema, item.text_column)]))
 
     def read() -> Iterator[Chunk]:
-        for index, table in enumerate(read_chunks(item.path, read_columns, chunk_rows, done * chunk_rows), start=done):
+        for index, table in enumerate(read_chunks(item.source, read_columns, chunk_rows, done * chunk_rows, item.choice), start=done):
             begin = time.perf_counter()
-            chunk = Chunk(texts=texts_of(table.column(item.text_column), str(item.path), item.text_column),
+            chunk = Chunk(texts=texts_of(column_at(table, item.text_column), str(item.path), item.text_column),
                           payload=(index, table.select(item.keep)))
             chunk.stats.seconds["read"] += time.perf_counter() - begin
             yield chunk
@@ -331,6 +231,11 @@ def _annotate_one(annotator: Annotator, item: InputFile, fingerprint: dict[str, 
     return stats
 
 
+def _metadata(path) -> dict[bytes, bytes] | None:
+    with open_input(path) as fh:
+        return pq.read_schema(fh).metadata
+
+
 def default_host_threads() -> int:
     """Threads of each host stage (tokenize, decode, write): one per 4 cores this process may use, 1 to 8."""
     try:
@@ -348,5 +253,5 @@ def output_metadata(annotator: Annotator, item: InputFile) -> dict[bytes, bytes]
             "layer": annotator.manifest.head.layer, "threshold": opts.threshold, "decoding": opts.decoding,
             "keep_candidates": opts.keep_candidates, "max_tokens": opts.max_tokens,
             "window_overlap": opts.window_overlap, "tommer_version": __version__,
-            "source": str(item.path), "text_column": item.text_column}
+            "source": str(item.path), "text_column": item.text_column, "selection": item.selection}
     return {b"tommer": json.dumps(info).encode()}

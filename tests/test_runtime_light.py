@@ -8,9 +8,9 @@ import sys
 CODE = """
 import sys
 import tommer, tommer.runtime
-from tommer.runtime import (annotator, batching, bundle, cli, decoding, errors, mentions, parquet_io,
+from tommer.runtime import (annotator, batching, bundle, chunk, cli, columns, decoding, errors, inputs, mentions, parquet_io,
                             pipeline, session, tokenization, windows, bio, evaluate, show,
-                            quality_cli, ray_engine)
+                            quality_cli, ray_engine, jsonl_io, sources, selection, locations, interop)
 heavy = sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'transformers', 'onnx', 'onnxscript'})
 print(','.join(heavy))
 """

@@ -1,0 +1,53 @@
+"""What moves through the stages: a ``Chunk`` of rows and its ``Stats``.
+
+Shared by the annotator (which fills a chunk's tokens, hits and mentions) and the readers
+and writers around it, so that neither imports the other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from .spans import Hits
+    from .tokenization import TokenBatch
+
+STAGES = ("read", "tokenize", "infer", "decode", "write")
+
+
+@dataclass
+class Stats:
+    """Counters and per-stage seconds (stage seconds overlap when pipelined)."""
+
+    rows: int = 0
+    documents_windowed: int = 0
+    tokens: int = 0  # real tokens fed to the graph, BOS included
+    padded_tokens: int = 0  # tokens fed including padding
+    mentions: int = 0
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+
+    def add(self, other: "Stats") -> None:
+        for name in ("rows", "documents_windowed", "tokens", "padded_tokens", "mentions"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for stage, s in other.seconds.items():
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + s
+
+    @property
+    def padding_fraction(self) -> float:
+        return 1.0 - self.tokens / self.padded_tokens if self.padded_tokens else 0.0
+
+
+@dataclass
+class Chunk:
+    """A pool of rows moving through the stages; every per-token and per-span field is a flat array."""
+
+    texts: list[str | None]
+    tokens: TokenBatch | None = None
+    hits: Hits | None = None  # spans above min(threshold, candidate floor), from the bands
+    mentions: pa.Array | None = None  # list<struct<start, end, text, score>>, one row per text
+    candidates: pa.Array | None = None
+    stats: Stats = field(default_factory=Stats)
+    payload: Any = None  # what the caller carries along (e.g. the input rows)
