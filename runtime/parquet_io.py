@@ -153,13 +153,11 @@ def inspect_input(path: Path, output: Path, text_column: str | None, columns: li
 def read_chunks(path: Path, columns: list[str], chunk_rows: int, skip_rows: int) -> Iterator[pa.Table]:
     """Tables of exactly ``chunk_rows`` rows (the last may be shorter), from row ``skip_rows`` on."""
     pf = pq.ParquetFile(path)
-    groups, seen = [], 0
-    for g in range(pf.metadata.num_row_groups):  # skip whole row groups already done
-        n = pf.metadata.row_group(g).num_rows
-        if seen + n > skip_rows:
-            groups.append(g)
-        else:
-            seen += n
+    first, seen = 0, 0
+    while first < pf.metadata.num_row_groups and seen + pf.metadata.row_group(first).num_rows <= skip_rows:
+        seen += pf.metadata.row_group(first).num_rows  # skip the leading row groups already done
+        first += 1
+    groups = list(range(first, pf.metadata.num_row_groups))
     pending: list[pa.RecordBatch] = []
     pending_rows, to_drop = 0, skip_rows - seen
     if not groups:
@@ -197,14 +195,36 @@ class PartStore:
                         if saved.get("fingerprint", {}).get(k) != v}
                 raise InputError(f"{self.output}: cannot resume, the options differ from the interrupted run "
                                  f"(option: (then, now)) {diff}; rerun with --overwrite to start again")
-            done = 0
-            while (self.folder / self.part_name(done)).is_file():
-                done += 1
-            return done
+            return self._finished_parts()
         shutil.rmtree(self.folder, ignore_errors=True)
         self.folder.mkdir(parents=True)
         _write_atomic(progress, json.dumps({"fingerprint": self.fingerprint, "started": time.time()}, indent=2))
         return 0
+
+    def _finished_parts(self) -> int:
+        """How many consecutive parts, from part 0, are complete and readable with the expected rows.
+
+        A part is renamed into place only when written whole, so a present part is complete; its
+        footer and row count are still checked (cheap: metadata only), and a part that fails is
+        redone with every later one.
+        """
+        rows = self.fingerprint.get("chunk_rows")
+        done = 0
+        while (self.folder / self.part_name(done)).is_file():
+            try:
+                n = pq.read_metadata(self.folder / self.part_name(done)).num_rows
+            except (pa.ArrowException, OSError):
+                break
+            if rows is not None and n > rows:
+                break
+            done += 1
+            if rows is not None and n < rows:  # a short part is the file's last one
+                break
+        return done
+
+    def discard(self) -> None:
+        """Remove the parts folder (a run killed after renaming the output, before this removal)."""
+        shutil.rmtree(self.folder, ignore_errors=True)
 
     @staticmethod
     def part_name(index: int) -> str:
@@ -285,6 +305,7 @@ def annotate_files(annotator: Annotator, source: str, output: str | None, *, tex
         on_total(sum(i.rows for i in inputs if not (resume and i.output.exists())))
     for item in inputs:
         if resume and item.output.exists():
+            PartStore(item.output, {}).discard()
             summary.skipped_files += 1
             continue
         summary.stats.add(_annotate_one(annotator, item, fingerprint, chunk_rows, resume, on_chunk, host_threads))

@@ -196,35 +196,112 @@ def test_keep_candidates(tiny_bundle, tmp_path):
     assert sum(len(c) for c in table.column("candidates").to_pylist()) > sum(len(m) for m in table.column("mentions").to_pylist())
 
 
-def test_resume_after_kill_9_equals_uninterrupted_run(tiny_bundle, tmp_path):
-    rng = np.random.default_rng(0)
+def kill_corpus(folder, sizes=(700, 500, 900), seed=0):
+    """A folder of several files of random short texts (fast to annotate, many chunks)."""
+    rng = np.random.default_rng(seed)
     words = ["Paris", "London", "the", "river", "Obama", "visited", "Marie", "Curie", "and", "in", "1903", "Nobel"]
-    texts = [" ".join(rng.choice(words, size=rng.integers(3, 60))) for _ in range(3000)]
-    src = corpus(tmp_path, texts=texts, row_group_size=500)
-    args = ["--model", tiny_bundle, "--chunk-rows", "100", "--columns", "id"]
-    assert cli(src, *args, "--output", tmp_path / "whole.parquet").returncode == 0
-    target = tmp_path / "resumed.parquet"
-    parts = tmp_path / ".resumed.parquet.parts"
-    proc = subprocess.Popen([sys.executable, "-m", "tommer.runtime.cli", str(src), *map(str, args), "--output", str(target)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list(parts.glob("part-*.parquet"))) < 3:
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    done = len(list(parts.glob("part-*.parquet")))
-    assert not target.exists() and 3 <= done < 30, f"killed after {done} parts"
-    again = cli(src, *args, "--output", target)
-    assert again.returncode == 2 and "interrupted run left finished parts: pass --resume" in again.stderr
-    other = cli(src, *args, "--output", target, "--resume", "--threshold", "0.7")
-    assert other.returncode == 2 and "cannot resume, the options differ" in other.stderr
+    folder.mkdir()
+    for k, n in enumerate(sizes):
+        texts = [" ".join(rng.choice(words, size=rng.integers(3, 40))) for _ in range(n)]
+        corpus(folder, texts=texts, name=f"f{k}.parquet", row_group_size=170)
+    return folder
+
+
+def test_repeated_kill_9_then_resume_is_exactly_once(tiny_bundle, tmp_path):
+    """kill -9 at random moments, again and again, over a folder of files; --resume equals one clean run."""
+    import random
+
+    src = kill_corpus(tmp_path / "in")
+    args = ["--model", tiny_bundle, "--chunk-rows", "40", "--columns", "id", "--host-threads", "2"]
+    begin = time.perf_counter()
+    assert cli(src, *args, "--output", tmp_path / "whole").returncode == 0
+    clean_seconds = time.perf_counter() - begin
+    target = tmp_path / "resumed"
+    command = [sys.executable, "-m", "tommer.runtime.cli", str(src), *map(str, args), "--output", str(target), "--resume"]
+    chunks = {f"f{k}.parquet": -(-n // 40) for k, n in enumerate((700, 500, 900))}
+
+    def progress() -> int:  # chunks finished over all files: whole outputs and parts
+        whole = sum(chunks[p.name] for p in target.glob("*.parquet")) if target.exists() else 0
+        return whole + (len(list(target.glob(".*.parts/part-*.parquet"))) if target.exists() else 0)
+
+    rng, killed, seen = random.Random(13), 0, []
+    targets = [0] + sorted(rng.sample(range(2, sum(chunks.values()) - 1), 6))  # 0: killed while starting
+    for goal in targets:
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        while proc.poll() is None and progress() < goal and time.time() < deadline:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.15) if goal else 0.5)  # anywhere: reading, inferring, writing, joining
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            killed += 1
+        proc.wait()
+        seen.append(progress())
+    assert killed >= 5, f"only {killed} of {len(targets)} runs were killed mid-way (progress {seen})"
+    assert len(set(seen)) >= 4, f"the kills did not land at different points: {seen}"
+    leftover = list(target.glob(".*.parts")) if target.exists() else []
+    if leftover:  # an interrupted run is refused unless resumed, and resumed only with the same options
+        again = cli(src, *args, "--output", target)
+        assert again.returncode == 2 and "interrupted run left finished parts: pass --resume" in again.stderr
+        other = cli(src, *args, "--output", target, "--resume", "--threshold", "0.7")
+        assert other.returncode == 2 and "cannot resume, the options differ" in other.stderr
     resumed = cli(src, *args, "--output", target, "--resume")
     assert resumed.returncode == 0, resumed.stderr
-    assert f"{3000 - done * 100} rows" in resumed.stdout, "finished parts were not redone"
-    assert pq.read_table(target).equals(pq.read_table(tmp_path / "whole.parquet"))
-    assert not parts.exists()
+    for name in ("f0.parquet", "f1.parquet", "f2.parquet"):
+        got, expected = pq.read_table(target / name), pq.read_table(tmp_path / "whole" / name)
+        assert got.num_rows == expected.num_rows
+        assert got.to_pylist() == expected.to_pylist(), f"{name} differs from the uninterrupted run"
+        assert got.schema.metadata == expected.schema.metadata
+    assert not [p for p in target.iterdir() if p.name.startswith(".")], "no parts or temporary files left"
     skipped = cli(src, *args, "--output", target, "--resume")
-    assert skipped.returncode == 0 and "1 already done" in skipped.stdout
+    assert skipped.returncode == 0 and "3 already done" in skipped.stdout
+
+
+def test_resume_after_a_kill_between_output_rename_and_cleanup(tiny_bundle, tmp_path):
+    """The output is renamed into place before its parts folder is removed: a kill in between is harmless."""
+    src = corpus(tmp_path)
+    out = tmp_path / "out.parquet"
+    assert cli(src, "--model", tiny_bundle, "--output", out, "--chunk-rows", "3").returncode == 0
+    expected = pq.read_table(out)
+    parts = tmp_path / ".out.parquet.parts"
+    parts.mkdir()
+    pq.write_table(expected.slice(0, 3), parts / "part-000000.parquet")  # what the kill left
+    resumed = cli(src, "--model", tiny_bundle, "--output", out, "--chunk-rows", "3", "--resume")
+    assert resumed.returncode == 0 and "1 already done" in resumed.stdout, resumed.stderr
+    assert not parts.exists() and pq.read_table(out).equals(expected)
+
+
+def test_read_chunks_from_any_row_equals_slicing(tmp_path):
+    """Chunks read from row ``skip`` on are the table's rows from ``skip`` on, whatever the row groups."""
+    from tommer.runtime.parquet_io import read_chunks
+
+    table = pa.table({"id": range(500), "text": [f"t{i}" for i in range(500)]})
+    for group_rows in (170, 40, 7, 1000):
+        path = tmp_path / f"g{group_rows}.parquet"
+        pq.write_table(table, path, row_group_size=group_rows)
+        for chunk_rows in (40, 33):
+            for skip in range(0, 501, chunk_rows):
+                chunks = list(read_chunks(path, ["id", "text"], chunk_rows, skip))
+                assert all(c.num_rows == chunk_rows for c in chunks[:-1])
+                got = pa.concat_tables(chunks).column("id").to_pylist() if chunks else []
+                assert got == list(range(skip, 500)), (group_rows, chunk_rows, skip)
+
+
+def test_resume_redoes_a_part_that_is_not_whole(tmp_path):
+    """A part that cannot be read, or has more rows than a chunk, is redone with every later part."""
+    from tommer.runtime.parquet_io import PartStore
+
+    table = pa.table({"id": range(8)})
+    store = PartStore(tmp_path / "out.parquet", {"chunk_rows": 3})
+    store.folder.mkdir()
+    pq.write_table(table.slice(0, 3), store.folder / "part-000000.parquet")
+    (store.folder / "part-000001.parquet").write_bytes(b"not parquet")
+    pq.write_table(table.slice(6, 2), store.folder / "part-000002.parquet")
+    assert store._finished_parts() == 1
+    pq.write_table(table.slice(3, 4), store.folder / "part-000001.parquet")
+    assert store._finished_parts() == 1, "a part with more rows than a chunk is not whole"
+    pq.write_table(table.slice(3, 3), store.folder / "part-000001.parquet")
+    assert store._finished_parts() == 3
 
 
 def test_help_lists_every_option_with_default():
