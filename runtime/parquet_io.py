@@ -12,6 +12,7 @@ depend on its batch, so the result equals an uninterrupted run.
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 import shutil
@@ -126,6 +127,7 @@ class InputFile:
     keep: list[str]  # input columns carried to the output
     rows: int
     out_schema: pa.Schema
+    identity: dict[str, Any]  # size, mtime and footer hash: a resume refuses a changed input
 
 
 def inspect_input(path: Path, output: Path, text_column: str | None, columns: list[str] | None,
@@ -147,7 +149,31 @@ def inspect_input(path: Path, output: Path, text_column: str | None, columns: li
     fields = [schema.field(c) for c in keep] + [pa.field("mentions", pa.list_(MENTION_TYPE)), pa.field("n_tokens", pa.int32())]
     if keep_candidates:
         fields.append(pa.field("candidates", pa.list_(MENTION_TYPE)))
-    return InputFile(path, output, column, keep, pf.metadata.num_rows, pa.schema(fields))
+    return InputFile(path, output, column, keep, pf.metadata.num_rows, pa.schema(fields), file_identity(path))
+
+
+def file_identity(path: Path) -> dict[str, Any]:
+    """Size, modification time and sha256 of the Parquet footer (row group offsets, sizes and statistics).
+
+    The footer changes whenever a Parquet writer rewrites the file with other rows, and reading it
+    costs one seek, whatever the file's size.
+    """
+    st = path.stat()
+    with open(path, "rb") as fh:
+        fh.seek(-8, os.SEEK_END)
+        footer = int.from_bytes(fh.read(4), "little")
+        fh.seek(-8 - footer, os.SEEK_END)
+        digest = hashlib.sha256(fh.read(footer)).hexdigest()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "footer_sha256": digest}
+
+
+def identity_problem(path: Path, then: dict[str, Any] | None, now: dict[str, Any], what: str) -> str | None:
+    """A message naming ``path`` and what changed since ``what`` recorded it, or None if nothing did."""
+    if not then or then == now:
+        return None
+    changed = ", ".join(f"{k} {then.get(k)} then, {v} now" for k, v in now.items() if then.get(k) != v)
+    return (f"{path}: the input changed since {what} ({changed}); resuming would mix two versions of the "
+            "file: restore it, or pass --overwrite to annotate the new version from the start")
 
 
 def read_chunks(path: Path, columns: list[str], chunk_rows: int, skip_rows: int) -> Iterator[pa.Table]:
@@ -177,28 +203,51 @@ def read_chunks(path: Path, columns: list[str], chunk_rows: int, skip_rows: int)
         yield pa.Table.from_batches(pending).combine_chunks()
 
 
+# The options a resume must repeat, as the CLI spells them.
+_FLAGS = {"decoding": "--decoding", "threshold": "--threshold", "max_tokens": "--max-tokens",
+          "window_overlap": "--window-overlap", "keep_candidates": "--keep-candidates", "chunk_rows": "--chunk-rows",
+          "columns": "--columns", "text_column": "--text-column", "bundle": "--model (bundle id)"}
+
+
+def _flag_value(value: Any) -> str:
+    if value is None:
+        return "(not given)"
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
 class PartStore:
     """The hidden folder of an output's parts, and its progress manifest."""
 
-    def __init__(self, output: Path, fingerprint: dict[str, Any]):
+    def __init__(self, output: Path, fingerprint: dict[str, Any], identity: dict[str, Any] | None = None):
         self.output = output
         self.folder = output.with_name(f".{output.name}.parts")
         self.fingerprint = fingerprint
+        self.identity = identity
+
+    def resume_problem(self, source: Path) -> str | None:
+        """Why the interrupted run's parts cannot be continued (other options, changed input), or None."""
+        progress = self.folder / PROGRESS_NAME
+        if not progress.is_file():
+            return None
+        saved = json.loads(progress.read_text())
+        then = saved.get("fingerprint", {})
+        diff = [k for k, v in self.fingerprint.items() if then.get(k) != v]
+        if diff:
+            used = ", ".join(f"{_FLAGS.get(k, k)} {_flag_value(then.get(k))} (now {_flag_value(self.fingerprint[k])})"
+                             for k in diff)
+            return (f"{self.output}: cannot resume, the interrupted run used {used}: pass the same values to "
+                    "continue it, or --overwrite to start again")
+        return identity_problem(source, saved.get("input"), self.identity or {}, "the interrupted run started")
 
     def start(self, resume: bool) -> int:
         """Prepare the folder; returns how many parts are complete (0 unless resuming)."""
         progress = self.folder / PROGRESS_NAME
         if resume and progress.is_file():
-            saved = json.loads(progress.read_text())
-            if saved.get("fingerprint") != self.fingerprint:
-                diff = {k: (saved.get("fingerprint", {}).get(k), v) for k, v in self.fingerprint.items()
-                        if saved.get("fingerprint", {}).get(k) != v}
-                raise InputError(f"{self.output}: cannot resume, the options differ from the interrupted run "
-                                 f"(option: (then, now)) {diff}; rerun with --overwrite to start again")
             return self._finished_parts()
         shutil.rmtree(self.folder, ignore_errors=True)
         self.folder.mkdir(parents=True)
-        _write_atomic(progress, json.dumps({"fingerprint": self.fingerprint, "started": time.time()}, indent=2))
+        _write_atomic(progress, json.dumps({"fingerprint": self.fingerprint, "input": self.identity,
+                                            "started": time.time()}, indent=2))
         return 0
 
     def _finished_parts(self) -> int:
@@ -297,9 +346,11 @@ def annotate_files(annotator: Annotator, source: str, output: str | None, *, tex
                             "it or --overwrite to start again")
         if item.output.resolve() == item.path.resolve():
             problems.append(f"{item.output}: the output would overwrite its input")
-    collect_and_raise(problems, InputError, "cannot annotate")
     fingerprint = {**annotator.options.output_fingerprint(), "bundle": annotator.manifest.bundle_id,
                    "chunk_rows": chunk_rows, "columns": columns, "text_column": text_column}
+    if resume:
+        problems += [p for item in inputs if (p := _resume_problem(item, fingerprint))]
+    collect_and_raise(problems, InputError, "cannot annotate")
     summary, start = Summary(), time.perf_counter()
     if on_total is not None:
         on_total(sum(i.rows for i in inputs if not (resume and i.output.exists())))
@@ -314,9 +365,20 @@ def annotate_files(annotator: Annotator, source: str, output: str | None, *, tex
     return summary
 
 
+def _resume_problem(item: InputFile, fingerprint: dict[str, Any]) -> str | None:
+    """What forbids resuming ``item``: other options or a changed input (for parts or a finished output)."""
+    if item.output.exists():
+        try:
+            info = json.loads((pq.read_schema(item.output).metadata or {}).get(b"tommer", b"{}"))
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            return f"{item.output}: cannot read the finished output ({exc}); pass --overwrite to redo it"
+        return identity_problem(item.path, info.get("input"), item.identity, f"{item.output} was written")
+    return PartStore(item.output, fingerprint, item.identity).resume_problem(item.path)
+
+
 def _annotate_one(annotator: Annotator, item: InputFile, fingerprint: dict[str, Any], chunk_rows: int,
                   resume: bool, on_chunk: Callable[[Chunk], None] | None, host_threads: int) -> Stats:
-    store = PartStore(item.output, fingerprint)
+    store = PartStore(item.output, fingerprint, item.identity)
     done = store.start(resume)
     stats = Stats()
     read_columns = list(dict.fromkeys(item.keep + [item.text_column]))
@@ -369,5 +431,5 @@ def output_metadata(annotator: Annotator, item: InputFile) -> dict[bytes, bytes]
             "layer": annotator.manifest.head.layer, "threshold": opts.threshold, "decoding": opts.decoding,
             "keep_candidates": opts.keep_candidates, "max_tokens": opts.max_tokens,
             "window_overlap": opts.window_overlap, "tommer_version": __version__,
-            "source": str(item.path), "text_column": item.text_column}
+            "source": str(item.path), "text_column": item.text_column, "input": item.identity}
     return {b"tommer": json.dumps(info).encode()}

@@ -244,7 +244,7 @@ def test_repeated_kill_9_then_resume_is_exactly_once(tiny_bundle, tmp_path):
         again = cli(src, *args, "--output", target)
         assert again.returncode == 2 and "interrupted run left finished parts: pass --resume" in again.stderr
         other = cli(src, *args, "--output", target, "--resume", "--threshold", "0.7")
-        assert other.returncode == 2 and "cannot resume, the options differ" in other.stderr
+        assert other.returncode == 2 and "the interrupted run used --threshold 0.5 (now 0.7)" in other.stderr
     resumed = cli(src, *args, "--output", target, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     for name in ("f0.parquet", "f1.parquet", "f2.parquet"):
@@ -302,6 +302,40 @@ def test_resume_redoes_a_part_that_is_not_whole(tmp_path):
     assert store._finished_parts() == 1, "a part with more rows than a chunk is not whole"
     pq.write_table(table.slice(3, 3), store.folder / "part-000001.parquet")
     assert store._finished_parts() == 3
+
+
+class _Stop(Exception):
+    pass
+
+
+def interrupted_run(annotator, src, out, chunk_rows=3):
+    """Annotate ``src`` and stop after the first chunk, leaving parts and progress behind."""
+    def stop(chunk):
+        raise _Stop
+
+    with pytest.raises(_Stop):
+        annotator.annotate_parquet(src, out, chunk_rows=chunk_rows, on_chunk=stop)
+    assert list(out.parent.glob(f".{out.name}.parts/part-*.parquet"))
+
+
+def test_resume_refuses_a_changed_input_naming_it(tiny_bundle, tmp_path):
+    """Size, modification time or footer hash changed since the parts (or the output) were written: refused."""
+    annotator = Annotator.from_bundle(tiny_bundle)
+    src, out = corpus(tmp_path), tmp_path / "out.parquet"
+    interrupted_run(annotator, src, out)
+    corpus(tmp_path, texts=[t.upper() if t else t for t in TEXTS])  # same rows, other texts
+    with pytest.raises(InputError, match=r"corpus.parquet: the input changed since the interrupted run started "
+                                         r"\(.*footer_sha256.*\).*--overwrite"):
+        annotator.annotate_parquet(src, out, chunk_rows=3, resume=True)
+    assert not out.exists(), "nothing written when refused"
+    with pytest.raises(InputError, match=r"the interrupted run used --chunk-rows 3 \(now 4\): pass the same values"):
+        annotator.annotate_parquet(src, out, chunk_rows=4, resume=True)
+    annotator.annotate_parquet(src, out, chunk_rows=3, overwrite=True)
+    os.utime(src, ns=(time.time_ns(), time.time_ns() + 10**9))  # touched: only the time changed
+    with pytest.raises(InputError, match=rf"{out.name} was written \(mtime_ns \d+ then, \d+ now\)"):
+        annotator.annotate_parquet(src, out, chunk_rows=3, resume=True)
+    mtime = pq.read_table(out)  # the refused resume left the finished output alone
+    assert mtime.num_rows == len(TEXTS)
 
 
 def test_help_lists_every_option_with_default():
