@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ import pyarrow as pa
 from .batching import plan_batches
 from .bundle import MODEL_NAME, Manifest, read_manifest
 from .decoding import SELECTORS, STRATEGIES
-from .errors import InputError
+from .errors import Cancelled, InputError
 from .mentions import MENTION_TYPE, Mention, mention_lists, mentions_array  # noqa: F401 - re-exported
 from .providers import graph_kind
 from .session import open_session, run_band
@@ -120,6 +121,29 @@ class Annotator:
         self.session, self.provider = open_session(self.folder / MODEL_NAME, options.provider, options.threads, kind=kind)
         batch_tokens = options.batch_tokens or DEFAULT_BATCH_TOKENS[self.provider]
         self.options = dataclasses.replace(options, batch_tokens=batch_tokens)
+        self.reset_cancel()
+
+    def cancel(self) -> None:
+        """Stop ``infer`` from another thread: the graph run in flight is terminated, no batch starts."""
+        self._cancelled.set()
+        self._run_options.terminate = True
+
+    def reset_cancel(self) -> None:
+        """Make the annotator usable again after ``cancel`` (once nothing runs)."""
+        import onnxruntime as ort
+
+        self._cancelled = threading.Event()
+        self._run_options = ort.RunOptions()
+
+    def _run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        if self._cancelled.is_set():
+            raise Cancelled("annotation cancelled")
+        try:
+            return run_band(self.session, ids, mask, self._run_options)
+        except Exception as exc:  # onnxruntime's own error type for a terminated run
+            if self._cancelled.is_set():
+                raise Cancelled("annotation cancelled while the graph ran") from exc
+            raise
 
     @classmethod
     def from_bundle(cls, folder: str | Path, **options: Any) -> "Annotator":
@@ -147,7 +171,7 @@ class Annotator:
         found = []
         for batch in plan_batches(win["length"], opts.batch_tokens):
             ids, mask = self._gather(tokens.ids, first[batch], win["length"][batch])
-            band = run_band(self.session, ids, mask)
+            band = self._run(ids, mask)
             chunk.stats.padded_tokens += ids.size
             found.append(band_hits(band, floor, win["doc"][batch], win["start"][batch], win["own_lo"][batch],
                                    win["own_hi"][batch]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from enum import Enum
 from pathlib import Path
@@ -64,7 +65,7 @@ def annotate(
 ) -> None:
     """Find every mention in the texts of SOURCE and write them to Parquet."""
     from .annotator import AnnotateOptions, Annotator
-    from .errors import TommerError
+    from .errors import Interrupted, TommerError
     from .parquet_io import annotate_files
 
     if engine is Engine.ray:
@@ -75,17 +76,21 @@ def annotate(
                           provider=provider.value, threads=threads))
         return
     try:
-        annotator = Annotator(model, AnnotateOptions(
-            decoding=decoding.value, threshold=threshold, max_tokens=max_tokens, window_overlap=window_overlap,
-            batch_tokens=batch_tokens, keep_candidates=keep_candidates, provider=provider.value, threads=threads))
-        with _progress(quiet or not sys.stderr.isatty()) as bar:
-            summary = annotate_files(annotator, source, output, text_column=text_column, columns=_columns(columns),
-                                     chunk_rows=chunk_rows, overwrite=overwrite, resume=resume,
-                                     on_chunk=bar and bar.update, on_total=bar and bar.total,
-                                     host_threads=host_threads)
+        with _signals_stop():
+            annotator = Annotator(model, AnnotateOptions(
+                decoding=decoding.value, threshold=threshold, max_tokens=max_tokens, window_overlap=window_overlap,
+                batch_tokens=batch_tokens, keep_candidates=keep_candidates, provider=provider.value, threads=threads))
+            with _progress(quiet or not sys.stderr.isatty()) as bar:
+                summary = annotate_files(annotator, source, output, text_column=text_column,
+                                         columns=_columns(columns), chunk_rows=chunk_rows, overwrite=overwrite,
+                                         resume=resume, on_chunk=bar and bar.update, on_total=bar and bar.total,
+                                         host_threads=host_threads)
     except TommerError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None
+    except Interrupted as exc:
+        _report_interrupt(exc)
+        raise typer.Exit(code=128 + exc.signum) from None
     s = summary.stats
     typer.echo(
         f"annotated {summary.files} file(s) ({summary.skipped_files} already done) on {annotator.provider}: "
@@ -112,6 +117,42 @@ def _annotate_ray(model, source, output, text_column, columns, rows, workers, cp
         raise typer.Exit(code=2) from None
     typer.echo(f"annotated {summary['files']} file(s) ({summary['skipped_files']} already done) on Ray: "
                f"{summary['rows']} rows, {summary['seconds']:.1f} s")
+
+
+@contextlib.contextmanager
+def _signals_stop():
+    """SIGINT (Ctrl-C) and SIGTERM raise ``Interrupted`` in the main thread, which stops the pipeline in
+    order (the graph run in flight is cancelled, finished parts are kept); a second signal exits at once."""
+    import os
+    import signal
+
+    from .errors import Interrupted
+
+    def handler(signum, frame):
+        if stopping:
+            os.write(2, b"\nsecond signal: exiting now; finished parts are kept\n")
+            os._exit(128 + signum)
+        stopping.append(signum)
+        raise Interrupted(signum)
+
+    stopping: list[int] = []
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _report_interrupt(exc) -> None:
+    import shlex
+    import signal
+
+    args = [a for a in sys.argv[1:] if a != "--overwrite"]
+    again = shlex.join(["tommer-annotate", *args] + ([] if "--resume" in args else ["--resume"]))
+    kept = "".join(f"\n  {line}" for line in exc.kept)
+    typer.echo(f"interrupted by {signal.Signals(exc.signum).name}: stopped cleanly{kept}\n"
+               f"to continue where it stopped: {again}", err=True)
 
 
 class _progress:

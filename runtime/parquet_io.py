@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .annotator import MENTION_TYPE, Annotator, Chunk, Stats, append_results
-from .errors import InputError, collect_and_raise
+from .errors import InputError, Interrupted, collect_and_raise
 from .pipeline import pipelined
 
 PROGRESS_NAME = "progress.json"
@@ -405,11 +405,20 @@ def _annotate_one(annotator: Annotator, item: InputFile, fingerprint: dict[str, 
     n = host_threads or default_host_threads()
     index = done
     stages = [annotator.tokenize, annotator.infer, annotator.decode, write]
-    for chunk in pipelined(read(), stages, workers=[n, 1, n, n]):
-        index = chunk.payload + 1
-        stats.add(chunk.stats)
-        if on_chunk is not None:
-            on_chunk(chunk)
+    chunks = pipelined(read(), stages, workers=[n, 1, n, n], cancel=annotator.cancel)
+    try:
+        for chunk in chunks:
+            index = chunk.payload + 1
+            stats.add(chunk.stats)
+            if on_chunk is not None:
+                on_chunk(chunk)
+    except BaseException as exc:
+        chunks.close()  # the graph run in flight is cancelled, every stage thread joined
+        annotator.reset_cancel()
+        if isinstance(exc, Interrupted):
+            kept = store._finished_parts() if store.folder.is_dir() else 0
+            exc.kept.append(f"{item.output}: {kept} finished part(s) of {chunk_rows} rows kept in {store.folder}")
+        raise
     store.finalize(item.out_schema.with_metadata(output_metadata(annotator, item)), index)
     return stats
 

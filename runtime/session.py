@@ -49,7 +49,11 @@ def create_session(model_path: str | Path, provider: str = "cpu", threads: int =
     return open_session(model_path, provider, threads, low_memory)[0]
 
 
-def run_band(session: ort.InferenceSession, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-    """Span probabilities (batch, seq, band_width) as fp32."""
-    (band,) = session.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})
+def run_band(session: ort.InferenceSession, input_ids: np.ndarray, attention_mask: np.ndarray,
+             run_options: ort.RunOptions | None = None) -> np.ndarray:
+    """Span probabilities (batch, seq, band_width) as fp32.
+
+    ``run_options.terminate = True``, set from another thread, stops a run in flight.
+    """
+    (band,) = session.run(None, {"input_ids": input_ids, "attention_mask": attention_mask}, run_options)
     return np.asarray(band, dtype=np.float32)

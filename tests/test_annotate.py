@@ -338,6 +338,53 @@ def test_resume_refuses_a_changed_input_naming_it(tiny_bundle, tmp_path):
     assert mtime.num_rows == len(TEXTS)
 
 
+def test_cancel_stops_the_graph_run_in_flight(tiny_bundle):
+    """``Annotator.cancel`` from another thread terminates a long ``session.run`` (one batch), then reset works."""
+    import threading
+
+    from tommer.runtime.errors import Cancelled
+
+    annotator = Annotator.from_bundle(tiny_bundle, batch_tokens=10**7)  # the whole chunk in one batch
+    chunk = annotator.tokenize(Chunk(texts=["Paris and London by the river in 1903 " * 60] * 20))
+    timer = threading.Timer(0.2, annotator.cancel)
+    timer.start()
+    begin = time.perf_counter()
+    with pytest.raises(Cancelled, match="while the graph ran"):
+        annotator.infer(chunk)
+    assert time.perf_counter() - begin < 2.0, "the run was not cut short"
+    annotator.reset_cancel()
+    assert annotator.annotate(TEXTS[:1]) == Annotator.from_bundle(tiny_bundle).annotate(TEXTS[:1])
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_stops_cleanly_keeps_parts_and_says_how_to_resume(tiny_bundle, tmp_path, signum):
+    """Ctrl-C (SIGINT) and SIGTERM: threads stopped in order, parts kept, exit 130/143, resume finishes."""
+    rng = np.random.default_rng(1)
+    words = ["Paris", "London", "the", "river", "Obama", "visited", "in", "1903"]
+    src = corpus(tmp_path, texts=[" ".join(rng.choice(words, size=150)) for _ in range(40)], row_group_size=16)
+    out = tmp_path / "out.parquet"
+    args = [src, "--model", tiny_bundle, "--output", out, "--chunk-rows", "2", "-q"]
+    proc = subprocess.Popen([sys.executable, "-m", "tommer.runtime.cli", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    parts = tmp_path / ".out.parquet.parts"
+    deadline = time.time() + 60
+    while time.time() < deadline and not list(parts.glob("part-*.parquet")):
+        time.sleep(0.02)
+    proc.send_signal(signum)
+    sent = time.perf_counter()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signum, err
+    assert time.perf_counter() - sent < 10, "stopping waited for more than the work in hand"
+    assert "terminate called" not in err and "Traceback" not in err, err
+    assert f"interrupted by {signal.Signals(signum).name}: stopped cleanly" in err
+    kept = len(list(parts.glob("part-*.parquet")))
+    assert 1 <= kept < 20 and f"{kept} finished part(s) of 2 rows kept" in err, err
+    assert "--resume" in err.splitlines()[-1] and not out.exists()
+    resumed = cli(*args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert pq.read_table(out).column("id").to_pylist() == list(range(40))
+
+
 def test_help_lists_every_option_with_default():
     out = cli("--help")
     assert out.returncode == 0
