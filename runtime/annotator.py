@@ -7,7 +7,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -121,6 +121,9 @@ class Annotator:
         self.session, self.provider = open_session(self.folder / MODEL_NAME, options.provider, options.threads, kind=kind)
         batch_tokens = options.batch_tokens or DEFAULT_BATCH_TOKENS[self.provider]
         self.options = dataclasses.replace(options, batch_tokens=batch_tokens)
+        # Called from the inference thread after each batch with (rows, tokens) done: rows are the
+        # chunk's rows times the batch's share of the chunk's tokens, so progress moves within a chunk.
+        self.on_progress: Callable[[float, int], None] | None = None
         self.reset_cancel()
 
     def cancel(self) -> None:
@@ -168,13 +171,18 @@ class Annotator:
         win = plan_windows(tokens.lengths, opts.max_tokens, opts.window_overlap)
         chunk.stats.documents_windowed += int(np.count_nonzero(np.bincount(win["doc"], minlength=1) > 1))
         first = tokens.start[win["doc"]] + win["start"]  # flat position of each window's first row
-        found = []
+        found, total = [], int(win["length"].sum())
         for batch in plan_batches(win["length"], opts.batch_tokens):
             ids, mask = self._gather(tokens.ids, first[batch], win["length"][batch])
             band = self._run(ids, mask)
             chunk.stats.padded_tokens += ids.size
             found.append(band_hits(band, floor, win["doc"][batch], win["start"][batch], win["own_lo"][batch],
                                    win["own_hi"][batch]))
+            if self.on_progress is not None:
+                done = int(win["length"][batch].sum())
+                self.on_progress(len(chunk.texts) * done / total, done)
+        if self.on_progress is not None and total == 0:  # only empty texts
+            self.on_progress(len(chunk.texts), 0)
         chunk.stats.tokens += int(win["length"].sum())
         chunk.hits = Hits.concat(found)
         chunk.stats.seconds["infer"] += time.perf_counter() - start

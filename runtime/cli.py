@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import threading
+import time
 from enum import Enum
 from pathlib import Path
 from typing import Optional
@@ -56,7 +58,8 @@ def annotate(
     host_threads: int = typer.Option(0, help="Threads for each host stage (tokenize, decode, write) around the one that runs the model; 0: one per 4 usable cores, 1 to 8."),
     resume: bool = typer.Option(False, help="Continue an interrupted run: keep finished outputs and finished parts."),
     overwrite: bool = typer.Option(False, help="Replace existing outputs."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar; print only the summary."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or progress lines; print only the summary."),
+    progress_every: float = typer.Option(30.0, help="When stderr is not a terminal (logs, nohup, schedulers): seconds between plain progress lines (rows, tokens, tokens/s, ETA); on a terminal a bar is shown instead."),
     engine: Engine = typer.Option(Engine.local, help="local: this process; ray: Ray Data (pip install 'tommer[ray]'), inputs and --output may be remote (s3://...), one output folder per input file."),
     num_workers: int = typer.Option(1, help="With --engine ray: annotator actors (each loads the bundle once)."),
     num_cpus_per_worker: float = typer.Option(1.0, help="With --engine ray: CPUs reserved per actor; leave some for Ray's read and write tasks."),
@@ -80,11 +83,11 @@ def annotate(
             annotator = Annotator(model, AnnotateOptions(
                 decoding=decoding.value, threshold=threshold, max_tokens=max_tokens, window_overlap=window_overlap,
                 batch_tokens=batch_tokens, keep_candidates=keep_candidates, provider=provider.value, threads=threads))
-            with _progress(quiet or not sys.stderr.isatty()) as bar:
+            with _progress(quiet, sys.stderr.isatty(), progress_every) as bar:
+                annotator.on_progress = bar and bar.advance
                 summary = annotate_files(annotator, source, output, text_column=text_column,
                                          columns=_columns(columns), chunk_rows=chunk_rows, overwrite=overwrite,
-                                         resume=resume, on_chunk=bar and bar.update, on_total=bar and bar.total,
-                                         host_threads=host_threads)
+                                         resume=resume, on_total=bar and bar.set_total, host_threads=host_threads)
     except TommerError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None
@@ -92,9 +95,10 @@ def annotate(
         _report_interrupt(exc)
         raise typer.Exit(code=128 + exc.signum) from None
     s = summary.stats
+    resumed = f" (+{summary.resumed_rows} rows finished before the resume)" if summary.resumed_rows else ""
     typer.echo(
         f"annotated {summary.files} file(s) ({summary.skipped_files} already done) on {annotator.provider}: "
-        f"{s.rows} rows, {s.documents_windowed} documents windowed, {s.tokens} tokens, {s.mentions} mentions, "
+        f"{s.rows} rows{resumed}, {s.documents_windowed} documents windowed, {s.tokens} tokens, {s.mentions} mentions, "
         f"padding {s.padding_fraction:.1%}, {summary.elapsed:.1f} s, {summary.tokens_per_second:,.0f} tokens/s"
     )
 
@@ -156,41 +160,67 @@ def _report_interrupt(exc) -> None:
 
 
 class _progress:
-    """A rich progress bar (rows, tokens/s, elapsed, ETA) on a terminal; nothing otherwise."""
+    """Progress in rows and tokens, moving within a chunk (``Annotator.on_progress``, once per batch).
 
-    def __init__(self, silent: bool):
-        self.silent = silent
+    On a terminal: a rich bar (rows of the total, tokens, tokens/s, elapsed, ETA). Elsewhere (logs,
+    ``nohup``, schedulers): a plain line on stderr every ``every`` seconds. ``silent``: nothing.
+    """
+
+    def __init__(self, silent: bool, terminal: bool, every: float):
+        self.silent, self.terminal, self.every = silent, terminal, every
+        self.rows = self.tokens = 0
+        self.total: int | None = None
+        self.lock = threading.Lock()
 
     def __enter__(self):
         if self.silent:
             return None
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
+        self.start = self.last = time.perf_counter()
+        if self.terminal:
+            from rich.progress import (BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn)
 
-        self.bar = Progress(BarColumn(), MofNCompleteColumn(), TextColumn("rows"), TextColumn("{task.fields[rate]}"),
-                            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), transient=True)
-        self.bar.__enter__()
-        self.task = self.bar.add_task("annotate", total=None, rate="")
-        self.tokens = 0
-        import time
-
-        self.start = time.perf_counter()
+            self.bar = Progress(BarColumn(), TextColumn("{task.fields[rows]} rows"), TextColumn("{task.fields[rate]}"),
+                                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), transient=True)
+            self.bar.__enter__()
+            self.task = self.bar.add_task("annotate", total=None, rows="0", rate="")
         return self
 
-    def total(self, rows: int) -> None:
-        self.bar.update(self.task, total=rows)
+    def set_total(self, rows: int) -> None:
+        self.total = rows
+        if self.terminal:
+            self.bar.update(self.task, total=rows, rows=f"0/{rows:,}")
 
-    def update(self, chunk) -> None:
-        import time
+    def advance(self, rows: float, tokens: int) -> None:
+        with self.lock:
+            self.rows += rows
+            self.tokens += tokens
+            now = time.perf_counter()
+            rate = self.tokens / max(now - self.start, 1e-9)
+            if self.terminal:
+                self.bar.update(self.task, advance=rows, rows=f"{int(self.rows):,}/{self.total or 0:,}",
+                                rate=f"{self.tokens:,} tokens, {rate:,.0f} tokens/s")
+            elif now - self.last >= self.every:
+                self.last = now
+                sys.stderr.write(self.line(now, rate) + "\n")
+                sys.stderr.flush()
 
-        self.tokens += chunk.stats.tokens
-        rate = self.tokens / max(time.perf_counter() - self.start, 1e-9)
-        self.bar.update(self.task, advance=chunk.stats.rows, rate=f"{rate:,.0f} tokens/s")
+    def line(self, now: float, rate: float) -> str:
+        done, total = int(self.rows), self.total or 0
+        elapsed = now - self.start
+        eta = elapsed * (total - self.rows) / self.rows if self.rows and total else None
+        share = f" ({self.rows / total:.1%})" if total else ""
+        return (f"progress: {done:,}/{total:,} rows{share}, {self.tokens:,} tokens, {rate:,.0f} tokens/s, "
+                f"elapsed {_clock(elapsed)}, ETA {_clock(eta) if eta is not None else '?'}")
 
     def __exit__(self, *exc):
-        if not self.silent:
+        if not self.silent and self.terminal:
             self.bar.__exit__(*exc)
         return False
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def main() -> None:

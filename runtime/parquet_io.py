@@ -306,7 +306,8 @@ def _write_atomic(path: Path, text: str) -> None:
 class Summary:
     files: int = 0
     skipped_files: int = 0
-    stats: Stats = field(default_factory=Stats)
+    stats: Stats = field(default_factory=Stats)  # what this run processed
+    resumed_rows: int = 0  # rows an interrupted run had finished (finished files and parts)
     elapsed: float = 0.0
 
     @property
@@ -320,8 +321,9 @@ def annotate_files(annotator: Annotator, source: str, output: str | None, *, tex
                    on_total: Callable[[int], None] | None = None, host_threads: int = 0) -> Summary:
     """Annotate every input file; all inputs are checked before anything is written.
 
-    ``on_total`` is called once with the number of rows to process, ``on_chunk`` after each chunk
-    (``chunk.stats.rows``, ``chunk.stats.tokens``). ``host_threads`` threads run each of the
+    ``on_total`` is called once with the number of rows to process (those a resume keeps left
+    out), ``on_chunk`` after each chunk (``chunk.stats.rows``, ``chunk.stats.tokens``); for
+    progress within a chunk, see ``Annotator.on_progress``. ``host_threads`` threads run each of the
     tokenize, decode and write stages (0: ``default_host_threads()``); one runs the session.
     """
     if host_threads < 0:
@@ -352,8 +354,9 @@ def annotate_files(annotator: Annotator, source: str, output: str | None, *, tex
         problems += [p for item in inputs if (p := _resume_problem(item, fingerprint))]
     collect_and_raise(problems, InputError, "cannot annotate")
     summary, start = Summary(), time.perf_counter()
+    summary.resumed_rows = sum(_rows_done(i, fingerprint, chunk_rows) for i in inputs) if resume else 0
     if on_total is not None:
-        on_total(sum(i.rows for i in inputs if not (resume and i.output.exists())))
+        on_total(sum(i.rows for i in inputs) - summary.resumed_rows)
     for item in inputs:
         if resume and item.output.exists():
             PartStore(item.output, {}).discard()
@@ -363,6 +366,14 @@ def annotate_files(annotator: Annotator, source: str, output: str | None, *, tex
         summary.files += 1
     summary.elapsed = time.perf_counter() - start
     return summary
+
+
+def _rows_done(item: InputFile, fingerprint: dict[str, Any], chunk_rows: int) -> int:
+    """Rows a resume keeps: the whole file if its output exists, else its finished parts."""
+    if item.output.exists():
+        return item.rows
+    store = PartStore(item.output, fingerprint)
+    return min(item.rows, store._finished_parts() * chunk_rows) if (store.folder / PROGRESS_NAME).is_file() else 0
 
 
 def _resume_problem(item: InputFile, fingerprint: dict[str, Any]) -> str | None:

@@ -382,6 +382,7 @@ def test_signal_stops_cleanly_keeps_parts_and_says_how_to_resume(tiny_bundle, tm
     assert "--resume" in err.splitlines()[-1] and not out.exists()
     resumed = cli(*args, "--resume")
     assert resumed.returncode == 0, resumed.stderr
+    assert f"{40 - 2 * kept} rows (+{2 * kept} rows finished before the resume)" in resumed.stdout
     assert pq.read_table(out).column("id").to_pylist() == list(range(40))
 
 
@@ -390,7 +391,8 @@ def test_help_lists_every_option_with_default():
     assert out.returncode == 0
     for option in ("--model", "--output", "--text-column", "--columns", "--decoding", "--threshold",
                    "--keep-candidates", "--max-tokens", "--window-overlap", "--batch-tokens", "--chunk-rows",
-                   "--provider", "--threads", "--host-threads", "--resume", "--overwrite", "--quiet"):
+                   "--provider", "--threads", "--host-threads", "--resume", "--overwrite", "--quiet",
+                   "--progress-every"):
         assert option in out.stdout, option
     assert "default: 0.5" in out.stdout and "default: 512 on cpu" in out.stdout and "default: 128" in out.stdout
 
@@ -419,6 +421,35 @@ def test_progress_bar_on_a_terminal(tiny_bundle, tmp_path):
     text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", output.decode(errors="replace"))  # drop colours
     assert os.waitstatus_to_exitcode(status) == 0, text
     assert f"/{len(TEXTS)} rows" in text and "tokens/s" in text and "annotated 1 file(s)" in text
+
+
+def test_progress_moves_within_a_chunk(tiny_bundle):
+    """One long document in one chunk: progress comes batch by batch, in rows and tokens that add up."""
+    annotator = Annotator.from_bundle(tiny_bundle, max_tokens=48, window_overlap=27, batch_tokens=100)
+    calls = []
+    annotator.on_progress = lambda rows, tokens: calls.append((rows, tokens))
+    chunk = annotator.process(Chunk(texts=[TEXTS[-1] * 3]))
+    assert len(calls) > 3, calls
+    assert sum(r for r, _ in calls) == pytest.approx(1.0) and all(0 < r < 1 for r, _ in calls)
+    assert sum(t for _, t in calls) == chunk.stats.tokens
+    calls.clear()
+    chunk = annotator.process(Chunk(texts=[None, ""]))
+    assert sum(r for r, _ in calls) == 2 and sum(t for _, t in calls) == chunk.stats.tokens
+
+
+def test_plain_progress_lines_when_not_on_a_terminal(tiny_bundle, tmp_path):
+    """Logs and schedulers get periodic plain lines: rows of the total, tokens, tokens/s, ETA."""
+    import re
+
+    out = cli(corpus(tmp_path), "--model", tiny_bundle, "--chunk-rows", "2", "--progress-every", "0")
+    assert out.returncode == 0, out.stderr
+    lines = [m.groups() for m in re.finditer(r"progress: (\d+)/(\d+) rows \(.*?\), ([\d,]+) tokens, [\d,]+ tokens/s, "
+                                             r"elapsed \d:\d\d:\d\d, ETA (\d:\d\d:\d\d|\?)", out.stderr)]
+    assert len(lines) >= 4, out.stderr
+    rows = [int(r) for r, _, _, _ in lines]
+    assert rows == sorted(rows) and rows[-1] == len(TEXTS) and {int(t) for _, t, _, _ in lines} == {len(TEXTS)}
+    quiet = cli(corpus(tmp_path), "--model", tiny_bundle, "--overwrite", "-q", "--progress-every", "0")
+    assert quiet.returncode == 0 and "progress:" not in quiet.stderr
 
 
 def test_engine_ray_without_ray_installed(tiny_bundle, tmp_path):
