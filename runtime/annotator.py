@@ -21,7 +21,7 @@ from .providers import graph_kind
 from .session import open_session, run_band
 from .spans import ChunkText, Hits, band_hits, mentions_column
 from .tokenization import BundleTokenizer, TokenBatch
-from .windows import check_window_options, plan_windows
+from .windows import check_window_options, default_overlap, plan_windows
 
 STAGES = ("read", "tokenize", "infer", "decode", "write")
 # Token budget of a batch, padding included. On CPUs small batches keep activations in
@@ -37,7 +37,7 @@ class AnnotateOptions:
     decoding: str = "threshold"
     threshold: float = 0.5
     max_tokens: int | None = None  # tokens per window, BOS included; default from the bundle
-    window_overlap: int = 128
+    window_overlap: int | None = None  # default: windows.default_overlap(max_tokens, band width)
     batch_tokens: int | None = None  # default per provider: DEFAULT_BATCH_TOKENS
     keep_candidates: float | None = None
     provider: str = "auto"
@@ -87,6 +87,8 @@ class Chunk:
 def check_options(manifest: Manifest, options: AnnotateOptions) -> AnnotateOptions:
     """Validate ``options`` against a bundle without loading its graph; ``max_tokens`` resolved.
 
+    ``window_overlap`` is resolved too (``windows.default_overlap`` when not given).
+
     Raises:
         InputError: naming the option and what it must be.
     """
@@ -99,8 +101,11 @@ def check_options(manifest: Manifest, options: AnnotateOptions) -> AnnotateOptio
         raise InputError(f"--max-tokens {max_tokens} exceeds the backbone's {manifest.backbone.max_positions} positions")
     if options.keep_candidates is not None and not 0.0 <= options.keep_candidates < 1.0:
         raise InputError(f"--keep-candidates {options.keep_candidates}: expected a probability in [0, 1)")
-    check_window_options(max_tokens, options.window_overlap, manifest.band_width)
-    return dataclasses.replace(options, max_tokens=max_tokens)
+    overlap = options.window_overlap
+    if overlap is None:
+        overlap = default_overlap(max_tokens, manifest.band_width)
+    check_window_options(max_tokens, overlap, manifest.band_width)
+    return dataclasses.replace(options, max_tokens=max_tokens, window_overlap=overlap)
 
 
 class Annotator:

@@ -50,7 +50,7 @@ def annotate(
     threshold: float = typer.Option(0.5, help="Keep spans with probability strictly above this."),
     keep_candidates: Optional[float] = typer.Option(None, help="Also write a 'candidates' column with every span above this floor, to re-threshold later without the model. [default: off]"),
     max_tokens: Optional[int] = typer.Option(None, help="Tokens per window, BOS included; longer documents are cut into overlapping windows, never truncated. [default: from the bundle]"),
-    window_overlap: int = typer.Option(128, help="Tokens shared by consecutive windows (at least the band width + 1)."),
+    window_overlap: Optional[int] = typer.Option(None, help="Tokens shared by consecutive windows (at least the band width + 1). [default: 128, or a quarter of --max-tokens when that is smaller, never below the band width + 1]"),
     batch_tokens: Optional[int] = typer.Option(None, help="Token budget of a batch, padding included. [default: 512 on cpu (fastest measured: activations stay in cache), 65536 on cuda/tensorrt]"),
     chunk_rows: int = typer.Option(2048, help="Rows read, sorted by length and written per part (the look-ahead pool; also the resume granularity)."),
     provider: Provider = typer.Option(Provider.auto, help="onnxruntime execution provider; auto picks tensorrt, then cuda, then cpu; a named provider that is missing is an error."),

@@ -386,6 +386,25 @@ def test_signal_stops_cleanly_keeps_parts_and_says_how_to_resume(tiny_bundle, tm
     assert pq.read_table(out).column("id").to_pylist() == list(range(40))
 
 
+def test_window_overlap_adapts_to_max_tokens(tiny_bundle):
+    """--max-tokens alone works: the default overlap shrinks with the window, never below band width + 1."""
+    from tommer.runtime.annotator import AnnotateOptions, check_options
+
+    manifest = read_manifest(tiny_bundle)  # band width 6
+    resolved = {m: check_options(manifest, AnnotateOptions(max_tokens=m)).window_overlap for m in (9, 32, 128, 512)}
+    assert resolved == {9: 7, 32: 7, 128: 31, 512: 127}
+    assert check_options(manifest, AnnotateOptions()).window_overlap == 127  # the bundle's 512 tokens
+    with pytest.raises(InputError, match=r"--max-tokens 8 is too small for this bundle.*--max-tokens >= 9"):
+        check_options(manifest, AnnotateOptions(max_tokens=8))
+    with pytest.raises(InputError, match=r"--max-tokens 32 must exceed --window-overlap 40 \+ 1"):
+        check_options(manifest, AnnotateOptions(max_tokens=32, window_overlap=40))
+    with pytest.raises(InputError, match=r"--window-overlap 5 is too small"):
+        check_options(manifest, AnnotateOptions(window_overlap=5))
+    texts = [TEXTS[-1] * 2]
+    small = Annotator.from_bundle(tiny_bundle, max_tokens=32).annotate(texts)
+    assert small == Annotator.from_bundle(tiny_bundle, max_tokens=32, window_overlap=7).annotate(texts)
+
+
 def test_help_lists_every_option_with_default():
     out = cli("--help")
     assert out.returncode == 0
