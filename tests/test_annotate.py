@@ -185,6 +185,9 @@ def test_folder_and_glob_inputs(tiny_bundle, tmp_path):
     out = cli(str(tmp_path / "in" / "**" / "*.parquet"), "--model", tiny_bundle, "--output", tmp_path / "g")
     assert out.returncode == 0, out.stderr
     assert sorted(p.relative_to(tmp_path / "g").as_posix() for p in (tmp_path / "g").rglob("*.parquet")) == ["a.parquet", "sub/b.parquet"]
+    one_file = cli(str(tmp_path / "in" / "**" / "*.parquet"), "--model", tiny_bundle, "--output", tmp_path / "g2.parquet")
+    assert one_file.returncode == 2 and "--output" in one_file.stderr and "names one Parquet file, but there are 2 input" in one_file.stderr
+    assert not (tmp_path / "g2.parquet").exists()
 
 
 def test_keep_candidates(tiny_bundle, tmp_path):
