@@ -14,7 +14,7 @@ import typer
 from ..runtime.errors import TommerError
 
 DEFAULT_BACKBONE = "meta-llama/Llama-3.2-1B"
-DEFAULT_HEAD = "VictorMorand/ToMMeR-Llama-3.2-1B_L{layer}_R64"
+DEFAULT_HEAD = "VictorMorand/ToMMeR/ToMMeR-Llama-3.2-1B_L{layer}_R64"  # the model card's repo/subfolder form
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None, help="Fuse a layer-truncated LLM and a ToMMeR span head into one validated ONNX bundle.")
 
@@ -43,7 +43,7 @@ def default_output(backbone: str, layer: int, dtype: str, quantize: str | None) 
 def export(
     layer: int = typer.Option(..., "--layer", help="Backbone block whose output the head reads (0-based); blocks after it are never loaded."),
     backbone: str = typer.Option(DEFAULT_BACKBONE, help="Hugging Face decoder: Hub id or local folder."),
-    head: Optional[str] = typer.Option(None, help="llm2ner head: Hub id (owner/name[/subfolder]) or local folder. [default: VictorMorand/ToMMeR-Llama-3.2-1B_L{layer}_R64]"),
+    head: Optional[str] = typer.Option(None, help="llm2ner head: Hub id (owner/name[/subfolder]) or local folder. [default: VictorMorand/ToMMeR/ToMMeR-Llama-3.2-1B_L{layer}_R64; owner/name and owner/ToMMeR/name are both tried]"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Bundle folder to write. [default: ./tommer-<backbone>-L<layer>-<dtype or int8>]"),
     dtype: DType = typer.Option(DType.fp32, help="Precision of the backbone in the graph (fp16/bf16 for GPUs); the head always runs in fp32."),
     quantize: Optional[Quantization] = typer.Option(None, help="int8: 8-bit weights for the backbone's MatMuls (MatMulNBits; activations quantized per row at run time), for CPUs; needs --dtype fp32. [default: none]"),
@@ -56,8 +56,13 @@ def export(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors and the final summary line."),
 ) -> None:
     """Export blocks 0..LAYER of BACKBONE and the span HEAD as one ONNX graph, validate it, write a bundle."""
-    from ..exporter.export import export_bundle
-    from ..exporter.spec import ExportOptions
+    try:
+        from ..exporter.export import export_bundle
+        from ..exporter.spec import ExportOptions
+    except ModuleNotFoundError as exc:
+        typer.echo(f"error: tommer-export needs the export extra ({exc.name} is missing): "
+                   "pip install 'tommer[export]'", err=True)
+        raise typer.Exit(code=2) from None
 
     out = output or Path(default_output(backbone, layer, dtype.value, quantize.value if quantize else None))
     options = ExportOptions(

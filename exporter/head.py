@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 
 from ..runtime.errors import ExportError
-from .hub import resolve_repo_folder
+from .hub import LOGIN_HINT, RepoNotFound, is_local, resolve_repo_folder
 
 DEFINITION_FILE = "definition.json"
 PARAMETERS_FILE = "parameters"
-DEFAULT_HEAD_REPO = "VictorMorand/ToMMeR-Llama-3.2-1B_L{layer}_R64"
+DEFAULT_HEAD_REPO = "VictorMorand/ToMMeR/ToMMeR-Llama-3.2-1B_L{layer}_R64"  # the model card's form: repo/subfolder
 EXPECTED_KEYS = ("W_Q", "W_K", "classifier.fc.weight", "classifier.fc.bias", "cl_w")
 SUPPORTED_NORMALIZATIONS = ("",)
 
@@ -121,14 +121,41 @@ def load_parameters(path: Path, config: HeadConfig) -> dict[str, torch.Tensor]:
     return {k: state[k].detach().to(torch.float32) for k in EXPECTED_KEYS}
 
 
+def hub_forms(ref: str) -> list[str]:
+    """The Hub forms a head id may take: as given, then ``owner/name`` <-> ``owner/ToMMeR/name``.
+
+    The heads are published both as repositories of their own and as subfolders of
+    ``owner/ToMMeR`` (the form the model card documents).
+    """
+    parts = ref.strip("/").split("/")
+    if len(parts) == 2:
+        return [ref, f"{parts[0]}/ToMMeR/{parts[1]}"]
+    if len(parts) == 3 and parts[1] == "ToMMeR":
+        return [ref, f"{parts[0]}/{parts[2]}"]
+    return [ref]
+
+
+def _resolve_head_folder(ref: str, revision: str | None, token: str | bool | None) -> Path:
+    tried = []
+    for form in ([ref] if is_local(ref) else hub_forms(ref)):
+        try:
+            return resolve_repo_folder(form, revision=revision, token=token,
+                                       allow_patterns=[DEFINITION_FILE, PARAMETERS_FILE], what="head")
+        except RepoNotFound:
+            tried.append(form)
+    raise ExportError(f"head {ref!r}: the Hub has no repository for any of the forms tried ({', '.join(tried)}), "
+                      f"or they are private ({LOGIN_HINT}); pass --head owner/repo/subfolder (the model card's "
+                      f"form, e.g. {DEFAULT_HEAD_REPO.format(layer=6)}) or a local folder holding "
+                      f"{DEFINITION_FILE} and {PARAMETERS_FILE}")
+
+
 def load_head(head: str | os.PathLike[str], revision: str | None = None, token: str | bool | None = None) -> Head:
     """Load a head from a local folder or a Hub repo id (``owner/name[/subfolder]``).
 
     Hub downloads go through huggingface_hub, so ``HF_HUB_OFFLINE``, the cache,
     revisions and tokens behave as everywhere else in the ecosystem.
     """
-    folder = resolve_repo_folder(str(head), revision=revision, token=token,
-                                 allow_patterns=[DEFINITION_FILE, PARAMETERS_FILE], what="head")
+    folder = _resolve_head_folder(str(head), revision, token)
     definition, parameters = folder / DEFINITION_FILE, folder / PARAMETERS_FILE
     for f in (definition, parameters):
         if not f.is_file():

@@ -9,6 +9,10 @@ from ..runtime.errors import ExportError
 LOGIN_HINT = "log in with `hf auth login` or pass --token (or set HF_TOKEN)"
 
 
+class RepoNotFound(ExportError):
+    """The Hub says the repository does not exist (or is private to someone else)."""
+
+
 def is_local(ref: str) -> bool:
     return Path(ref).expanduser().exists()
 
@@ -35,7 +39,7 @@ def resolve_repo_folder(ref: str, *, revision: str | None, token: str | bool | N
     except GatedRepoError as exc:
         raise ExportError(f"{what} {repo_id} is gated: accept its licence on the Hub, then {LOGIN_HINT}") from exc
     except RepositoryNotFoundError as exc:
-        raise ExportError(f"{what} {repo_id} was not found on the Hub (or it is private: {LOGIN_HINT})") from exc
+        raise RepoNotFound(f"{what} {repo_id} was not found on the Hub (or it is private: {LOGIN_HINT})") from exc
     except RevisionNotFoundError as exc:
         raise ExportError(f"{what} {repo_id}: revision {revision!r} does not exist") from exc
     except LocalEntryNotFoundError as exc:

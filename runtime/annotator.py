@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -16,13 +17,13 @@ from .bundle import MODEL_NAME, Manifest, read_manifest
 from .chunk import STAGES, Chunk, Stats  # noqa: F401 - re-exported
 from .columns import append_results, column_at, resolve_text_column, texts_of
 from .decoding import SELECTORS, STRATEGIES
-from .errors import BundleError, InputError
+from .errors import BundleError, Cancelled, InputError
 from .mentions import MENTION_TYPE, Mention, mention_lists, mentions_array  # noqa: F401 - re-exported
 from .providers import Settings, graph_kind, tensorrt_profiles
 from .session import GPU_PROVIDERS, GraphRunner, open_session
 from .spans import ChunkText, Hits, band_hits, mentions_column
 from .tokenization import BundleTokenizer
-from .windows import check_window_options, plan_windows
+from .windows import check_window_options, default_overlap, plan_windows
 
 # Token budget of a batch, padding included. On CPUs small batches keep activations in
 # cache: on the 2-core benchmark machine 512 tokens ran at 7,601 tokens/s, 16,384 at 4,451
@@ -37,7 +38,7 @@ class AnnotateOptions:
     decoding: str = "threshold"
     threshold: float = 0.5
     max_tokens: int | None = None  # tokens per window, BOS included; default from the bundle
-    window_overlap: int = 128
+    window_overlap: int | None = None  # default: windows.default_overlap(max_tokens, band width)
     batch_tokens: int | None = None  # default per provider: DEFAULT_BATCH_TOKENS
     keep_candidates: float | None = None
     provider: str = "auto"
@@ -56,6 +57,8 @@ class AnnotateOptions:
 def check_options(manifest: Manifest, options: AnnotateOptions) -> AnnotateOptions:
     """Validate ``options`` against a bundle without loading its graph; ``max_tokens`` resolved.
 
+    ``window_overlap`` is resolved too (``windows.default_overlap`` when not given).
+
     Raises:
         InputError: naming the option and what it must be.
     """
@@ -68,8 +71,11 @@ def check_options(manifest: Manifest, options: AnnotateOptions) -> AnnotateOptio
         raise InputError(f"--max-tokens {max_tokens} exceeds the backbone's {manifest.backbone.max_positions} positions")
     if options.keep_candidates is not None and not 0.0 <= options.keep_candidates < 1.0:
         raise InputError(f"--keep-candidates {options.keep_candidates}: expected a probability in [0, 1)")
-    check_window_options(max_tokens, options.window_overlap, manifest.band_width)
-    return dataclasses.replace(options, max_tokens=max_tokens)
+    overlap = options.window_overlap
+    if overlap is None:
+        overlap = default_overlap(max_tokens, manifest.band_width)
+    check_window_options(max_tokens, overlap, manifest.band_width)
+    return dataclasses.replace(options, max_tokens=max_tokens, window_overlap=overlap)
 
 
 class Annotator:
@@ -107,6 +113,30 @@ class Annotator:
                                   cuda_graphs=options.cuda_graphs,
                                   graph_shapes=self.buckets.shapes() if self.buckets else None,
                                   input_names=tuple(self.manifest.input_names))
+        # Called from the inference thread after each batch with (rows, tokens) done: rows are the
+        # chunk's rows times the batch's share of the chunk's tokens, so progress moves within a chunk.
+        self.on_progress: Callable[[float, int], None] | None = None
+        self.reset_cancel()
+
+    def cancel(self) -> None:
+        """Stop ``infer`` from another thread: the graph run in flight is terminated, no batch starts."""
+        self._cancelled.set()
+        self.runner.terminate()
+
+    def reset_cancel(self) -> None:
+        """Make the annotator usable again after ``cancel`` (once nothing runs)."""
+        self._cancelled = threading.Event()
+        self.runner.reset()
+
+    def _run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        if self._cancelled.is_set():
+            raise Cancelled("annotation cancelled")
+        try:
+            return self.runner.run(ids, mask)
+        except Exception as exc:  # onnxruntime's own error type for a terminated run
+            if self._cancelled.is_set():
+                raise Cancelled("annotation cancelled while the graph ran") from exc
+            raise
 
     @classmethod
     def from_bundle(cls, folder: str | Path, **options: Any) -> "Annotator":
@@ -131,16 +161,21 @@ class Annotator:
         win = plan_windows(tokens.lengths, opts.max_tokens, opts.window_overlap)
         chunk.stats.documents_windowed += int(np.count_nonzero(np.bincount(win["doc"], minlength=1) > 1))
         first = tokens.start[win["doc"]] + win["start"]  # flat position of each window's first row
-        found = []
+        found, total = [], int(win["length"].sum())
         lengths = win["length"]
         batches = self.buckets.plan(lengths) if self.buckets else plan_exact(lengths, opts.batch_tokens)
         for batch in batches:
             rows = batch.index
             ids, mask = self._gather(tokens.ids, first[rows], lengths[rows], batch.rows, batch.width)
-            band = self.runner.run(ids, mask)[: len(rows)]
+            band = self._run(ids, mask)[: len(rows)]
             chunk.stats.padded_tokens += ids.size
             found.append(band_hits(band, floor, win["doc"][rows], win["start"][rows], win["own_lo"][rows],
                                    win["own_hi"][rows]))
+            if self.on_progress is not None:
+                done = int(lengths[rows].sum())
+                self.on_progress(len(chunk.texts) * done / total, done)
+        if self.on_progress is not None and total == 0:  # only empty texts
+            self.on_progress(len(chunk.texts), 0)
         chunk.stats.tokens += int(win["length"].sum())
         chunk.hits = Hits.concat(found)
         chunk.stats.seconds["infer"] += time.perf_counter() - start

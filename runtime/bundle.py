@@ -210,6 +210,9 @@ def atomic_folder(target: str | os.PathLike[str], overwrite: bool = False) -> It
         raise BundleError(f"output folder {target} already exists: pass --overwrite to replace it")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    umask = os.umask(0)  # mkdtemp makes 0700; a bundle gets the mode of any folder the user makes
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)
     try:
         yield tmp
     except BaseException:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import threading
+import time
 from enum import Enum
 from pathlib import Path
 from typing import Optional
@@ -50,7 +53,7 @@ def annotate(
     threshold: float = typer.Option(0.5, help="Keep spans with probability strictly above this."),
     keep_candidates: Optional[float] = typer.Option(None, help="Also write a 'candidates' column with every span above this floor, to re-threshold later without the model. [default: off]"),
     max_tokens: Optional[int] = typer.Option(None, help="Tokens per window, BOS included; longer documents are cut into overlapping windows, never truncated. [default: from the bundle]"),
-    window_overlap: int = typer.Option(128, help="Tokens shared by consecutive windows (at least the band width + 1)."),
+    window_overlap: Optional[int] = typer.Option(None, help="Tokens shared by consecutive windows (at least the band width + 1). [default: 128, or a quarter of --max-tokens when that is smaller, never below the band width + 1]"),
     batch_tokens: Optional[int] = typer.Option(None, help="Token budget of a batch, padding included. [default: 512 on cpu (fastest measured: activations stay in cache), 65536 on cuda/tensorrt]"),
     chunk_rows: Optional[int] = typer.Option(None, help="Rows read, sorted by length and written per part (the look-ahead pool the batches are cut from; also the resume granularity). GPU budgets need a large pool: with 2,048 rows and 65,536-token batches only 64% of the tokens fed were real on the benchmark corpus, 92% with 16,384 (benchmarks/results/buckets.md). [default: 2048 on cpu, 16384 on cuda/tensorrt]"),
     provider: Provider = typer.Option(Provider.auto, help="onnxruntime execution provider; auto picks tensorrt, then cuda, then cpu; a named provider that is missing is an error."),
@@ -65,7 +68,8 @@ def annotate(
     seed: int = typer.Option(0, help="Random seed of --sample: the same inputs and seed give the same rows."),
     resume: bool = typer.Option(False, help="Continue an interrupted run: keep finished outputs and finished parts."),
     overwrite: bool = typer.Option(False, help="Replace existing outputs."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar; print only the summary."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or progress lines; print only the summary."),
+    progress_every: float = typer.Option(30.0, help="When stderr is not a terminal (logs, nohup, schedulers): seconds between plain progress lines (rows, tokens, tokens/s, ETA); on a terminal a bar is shown instead."),
     engine: Engine = typer.Option(Engine.local, help="local: this process; ray: Ray Data (pip install 'tommer[ray]'), inputs and --output may be remote (s3://...), one output folder per input file."),
     num_workers: int = typer.Option(1, help="With --engine ray: annotator actors (each loads the bundle once)."),
     num_cpus_per_worker: float = typer.Option(1.0, help="With --engine ray: CPUs reserved per actor; leave some for Ray's read and write tasks."),
@@ -74,7 +78,7 @@ def annotate(
 ) -> None:
     """Find every mention in the texts of SOURCE and write them to Parquet."""
     from .annotator import AnnotateOptions, Annotator
-    from .errors import TommerError
+    from .errors import Interrupted, TommerError
     from .parquet_io import annotate_files
     from .selection import Selection
 
@@ -90,24 +94,30 @@ def annotate(
                           cuda_graphs=cuda_graphs, cache_dir=str(cache_dir) if cache_dir else None))
         return
     try:
-        annotator = Annotator(model, AnnotateOptions(
-            decoding=decoding.value, threshold=threshold, max_tokens=max_tokens, window_overlap=window_overlap,
-            batch_tokens=batch_tokens, keep_candidates=keep_candidates, provider=provider.value, threads=threads,
-            buckets=buckets, io_binding=io_binding, cuda_graphs=cuda_graphs,
-            cache_dir=str(cache_dir) if cache_dir else None))
-        chunk_rows = chunk_rows or DEFAULT_CHUNK_ROWS[annotator.provider]
-        with _progress(quiet or not sys.stderr.isatty()) as bar:
-            summary = annotate_files(annotator, source, output, text_column=text_column, columns=_columns(columns),
-                                     chunk_rows=chunk_rows, overwrite=overwrite, resume=resume,
-                                     on_chunk=bar and bar.update, on_total=bar and bar.total,
-                                     host_threads=host_threads, selection=Selection(limit, sample, seed))
+        with _signals_stop():
+            annotator = Annotator(model, AnnotateOptions(
+                decoding=decoding.value, threshold=threshold, max_tokens=max_tokens, window_overlap=window_overlap,
+                batch_tokens=batch_tokens, keep_candidates=keep_candidates, provider=provider.value, threads=threads,
+                buckets=buckets, io_binding=io_binding, cuda_graphs=cuda_graphs,
+                cache_dir=str(cache_dir) if cache_dir else None))
+            chunk_rows = chunk_rows or DEFAULT_CHUNK_ROWS[annotator.provider]
+            with _progress(quiet, sys.stderr.isatty(), progress_every) as bar:
+                annotator.on_progress = bar and bar.advance
+                summary = annotate_files(annotator, source, output, text_column=text_column,
+                                         columns=_columns(columns), chunk_rows=chunk_rows, overwrite=overwrite,
+                                         resume=resume, on_total=bar and bar.set_total, host_threads=host_threads,
+                                         selection=Selection(limit, sample, seed))
     except TommerError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None
+    except Interrupted as exc:
+        _report_interrupt(exc)
+        raise typer.Exit(code=128 + exc.signum) from None
     s = summary.stats
+    resumed = f" (+{summary.resumed_rows} rows finished before the resume)" if summary.resumed_rows else ""
     typer.echo(
         f"annotated {summary.files} file(s) ({summary.skipped_files} already done) on {annotator.provider}: "
-        f"{s.rows} rows, {s.documents_windowed} documents windowed, {s.tokens} tokens, {s.mentions} mentions, "
+        f"{s.rows} rows{resumed}, {s.documents_windowed} documents windowed, {s.tokens} tokens, {s.mentions} mentions, "
         f"padding {s.padding_fraction:.1%}, {summary.elapsed:.1f} s, {summary.tokens_per_second:,.0f} tokens/s"
     )
 
@@ -132,42 +142,104 @@ def _annotate_ray(model, source, output, text_column, columns, rows, workers, cp
                f"{summary['rows']} rows, {summary['seconds']:.1f} s")
 
 
-class _progress:
-    """A rich progress bar (rows, tokens/s, elapsed, ETA) on a terminal; nothing otherwise."""
+@contextlib.contextmanager
+def _signals_stop():
+    """SIGINT (Ctrl-C) and SIGTERM raise ``Interrupted`` in the main thread, which stops the pipeline in
+    order (the graph run in flight is cancelled, finished parts are kept); a second signal exits at once."""
+    import os
+    import signal
 
-    def __init__(self, silent: bool):
-        self.silent = silent
+    from .errors import Interrupted
+
+    def handler(signum, frame):
+        if stopping:
+            os.write(2, b"\nsecond signal: exiting now; finished parts are kept\n")
+            os._exit(128 + signum)
+        stopping.append(signum)
+        raise Interrupted(signum)
+
+    stopping: list[int] = []
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _report_interrupt(exc) -> None:
+    import shlex
+    import signal
+
+    args = [a for a in sys.argv[1:] if a != "--overwrite"]
+    again = shlex.join(["tommer-annotate", *args] + ([] if "--resume" in args else ["--resume"]))
+    kept = "".join(f"\n  {line}" for line in exc.kept)
+    typer.echo(f"interrupted by {signal.Signals(exc.signum).name}: stopped cleanly{kept}\n"
+               f"to continue where it stopped: {again}", err=True)
+
+
+class _progress:
+    """Progress in rows and tokens, moving within a chunk (``Annotator.on_progress``, once per batch).
+
+    On a terminal: a rich bar (rows of the total, tokens, tokens/s, elapsed, ETA). Elsewhere (logs,
+    ``nohup``, schedulers): a plain line on stderr every ``every`` seconds. ``silent``: nothing.
+    """
+
+    def __init__(self, silent: bool, terminal: bool, every: float):
+        self.silent, self.terminal, self.every = silent, terminal, every
+        self.rows = self.tokens = 0
+        self.total: int | None = None
+        self.lock = threading.Lock()
 
     def __enter__(self):
         if self.silent:
             return None
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
+        self.start = self.last = time.perf_counter()
+        if self.terminal:
+            from rich.progress import (BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn)
 
-        self.bar = Progress(BarColumn(), MofNCompleteColumn(), TextColumn("rows"), TextColumn("{task.fields[rate]}"),
-                            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), transient=True)
-        self.bar.__enter__()
-        self.task = self.bar.add_task("annotate", total=None, rate="")
-        self.tokens = 0
-        import time
-
-        self.start = time.perf_counter()
+            self.bar = Progress(BarColumn(), TextColumn("{task.fields[rows]} rows"), TextColumn("{task.fields[rate]}"),
+                                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), transient=True)
+            self.bar.__enter__()
+            self.task = self.bar.add_task("annotate", total=None, rows="0", rate="")
         return self
 
-    def total(self, rows: int) -> None:
-        self.bar.update(self.task, total=rows)
+    def set_total(self, rows: int) -> None:
+        self.total = rows
+        if self.terminal:
+            self.bar.update(self.task, total=rows, rows=f"0/{rows:,}")
 
-    def update(self, chunk) -> None:
-        import time
+    def advance(self, rows: float, tokens: int) -> None:
+        with self.lock:
+            self.rows += rows
+            self.tokens += tokens
+            now = time.perf_counter()
+            rate = self.tokens / max(now - self.start, 1e-9)
+            if self.terminal:
+                self.bar.update(self.task, advance=rows, rows=f"{int(self.rows):,}/{self.total or 0:,}",
+                                rate=f"{self.tokens:,} tokens, {rate:,.0f} tokens/s")
+            elif now - self.last >= self.every:
+                self.last = now
+                sys.stderr.write(self.line(now, rate) + "\n")
+                sys.stderr.flush()
 
-        self.tokens += chunk.stats.tokens
-        rate = self.tokens / max(time.perf_counter() - self.start, 1e-9)
-        self.bar.update(self.task, advance=chunk.stats.rows, rate=f"{rate:,.0f} tokens/s")
+    def line(self, now: float, rate: float) -> str:
+        done, total = int(self.rows), self.total or 0
+        elapsed = now - self.start
+        eta = elapsed * (total - self.rows) / self.rows if self.rows and total else None
+        share = f" ({self.rows / total:.1%})" if total else ""
+        return (f"progress: {done:,}/{total:,} rows{share}, {self.tokens:,} tokens, {rate:,.0f} tokens/s, "
+                f"elapsed {_clock(elapsed)}, ETA {_clock(eta) if eta is not None else '?'}")
 
     def __exit__(self, *exc):
-        if not self.silent:
+        if not self.silent and self.terminal:
             self.bar.__exit__(*exc)
         return False
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def main() -> None:

@@ -26,6 +26,19 @@ class ExportError(TommerError):
     """A model cannot be exported as asked (architecture, layer, head, access)."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """A stop asked by a signal (SIGINT: Ctrl-C, SIGTERM: schedulers); ``kept`` says what finished work remains."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+        self.kept: list[str] = []
+
+
+class Cancelled(TommerError):
+    """The annotator was cancelled (``Annotator.cancel``) while it ran the graph."""
+
+
 def collect_and_raise(problems: list[str], error: type[TommerError], title: str) -> None:
     """Raise ``error`` once with every problem listed, if there is any."""
     if problems:

@@ -83,6 +83,9 @@ def output_paths(files: list[Path], root: Path | None, output: str | None) -> li
             raise InputError("several input files: pass --output FOLDER for their outputs")
         return [files[0].with_name(_stem(files[0].name) + OUTPUT_SUFFIX)]
     out = as_location(output)
+    if root is not None and out.suffix == ".parquet":
+        raise InputError(f"--output {output} names one Parquet file, but there are {len(files)} input files "
+                         f"({files[0]}, {files[1]}, ...): pass a folder for their outputs")
     if root is None and out.suffix == ".parquet":
         return [out]
     if root is None:

@@ -7,7 +7,10 @@ once (e.g. tokenizing or decoding two chunks while the session runs a third); re
 are put back in source order before they reach the consumer. Queues hold at most
 ``depth`` items between stages and the reorder buffer at most the items in flight, which
 bounds memory whatever the input size. An exception in any stage stops the pipeline and
-is raised to the consumer.
+is raised to the consumer. When the consumer stops (an exception, ``close()``), every thread
+finishes the item in hand and is joined before the generator returns: no thread is left
+inside a native call when the process exits (a stage that can take long, the inference,
+must be cancellable: ``Annotator.cancel``).
 """
 
 from __future__ import annotations
@@ -25,11 +28,13 @@ class _Failure:
 
 
 def pipelined(source: Iterable[Any], stages: list[Callable[[Any], Any]], depth: int = 2,
-              workers: Sequence[int] | None = None) -> Iterator[Any]:
+              workers: Sequence[int] | None = None, cancel: Callable[[], None] | None = None) -> Iterator[Any]:
     """Yield ``stages[-1](...stages[0](item))`` for each item of ``source``, in order.
 
     ``workers[k]`` threads run stage ``k`` (default 1 each: a stage that owns a resource,
-    such as the inference session, keeps 1).
+    such as the inference session, keeps 1). ``cancel`` is called when the pipeline stops
+    before its end (an error, an interrupt, ``close()``), before the threads are joined, to cut
+    short a long stage call.
     """
     workers = list(workers or [1] * len(stages))
     if len(workers) != len(stages) or min(workers, default=1) < 1:
@@ -90,7 +95,7 @@ def pipelined(source: Iterable[Any], stages: list[Callable[[Any], Any]], depth: 
     for t in threads:
         t.start()
     pending: dict[int, Any] = {}
-    expected = 0
+    expected, complete = 0, False
     try:
         while True:
             seq, item = queues[-1].get()
@@ -99,12 +104,15 @@ def pipelined(source: Iterable[Any], stages: list[Callable[[Any], Any]], depth: 
             if item is _DONE:
                 if pending:  # cannot happen: every result comes before the end
                     raise RuntimeError(f"pipeline ended with {len(pending)} results out of order")
+                complete = True
                 return
             pending[seq] = item
             while expected in pending:
                 yield pending.pop(expected)
                 expected += 1
     finally:
-        stop.set()
+        stop.set()  # every thread finishes the item in hand, then leaves; joined in stage order
+        if cancel is not None and not complete:
+            cancel()
         for t in threads:
-            t.join(timeout=5)
+            t.join()

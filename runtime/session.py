@@ -54,9 +54,13 @@ def create_session(model_path: str | Path, provider: str = "cpu", threads: int =
     return open_session(model_path, provider, threads, low_memory)[0]
 
 
-def run_band(session: ort.InferenceSession, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-    """Span probabilities (batch, seq, band_width) as fp32."""
-    (band,) = session.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})
+def run_band(session: ort.InferenceSession, input_ids: np.ndarray, attention_mask: np.ndarray,
+             run_options: ort.RunOptions | None = None) -> np.ndarray:
+    """Span probabilities (batch, seq, band_width) as fp32.
+
+    ``run_options.terminate = True``, set from another thread, stops a run in flight.
+    """
+    (band,) = session.run(None, {"input_ids": input_ids, "attention_mask": attention_mask}, run_options)
     return np.asarray(band, dtype=np.float32)
 
 
@@ -86,6 +90,22 @@ class GraphRunner:
             self.band_width = session.get_outputs()[0].shape[-1]
         self._graph_ids = {tuple(s): i for i, s in enumerate(graph_shapes or [])}
         self._buffers: dict[tuple[int, int], dict] = {}
+        self._plain_options = ort.RunOptions()
+        self._terminated = False
+
+    def _all_run_options(self) -> list[ort.RunOptions]:
+        return [self._plain_options, *(b["run_options"] for b in self._buffers.values())]
+
+    def terminate(self) -> None:
+        """Stop the run in flight (from another thread) and every later one, until ``reset``."""
+        self._terminated = True
+        for options in self._all_run_options():
+            options.terminate = True
+
+    def reset(self) -> None:
+        self._terminated = False
+        for options in self._all_run_options():
+            options.terminate = False
 
     def _buffers_for(self, shape: tuple[int, int]) -> dict:
         buf = self._buffers.get(shape)
@@ -93,6 +113,7 @@ class GraphRunner:
             band_shape = (*shape, int(self.band_width))
             binding = self.session.io_binding()
             run_options = ort.RunOptions()
+            run_options.terminate = self._terminated
             buf = {"binding": binding, "run_options": run_options}
             if self.device == "cuda":
                 ids = ort.OrtValue.ortvalue_from_shape_and_type(shape, np.int64, "cuda", 0)
@@ -114,7 +135,7 @@ class GraphRunner:
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """Span probabilities (rows, width, band_width) as fp32."""
         if not self.io_binding:
-            return run_band(self.session, input_ids, attention_mask)
+            return run_band(self.session, input_ids, attention_mask, self._plain_options)
         shape = tuple(int(d) for d in input_ids.shape)
         buf = self._buffers_for(shape)
         binding = buf["binding"]

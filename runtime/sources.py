@@ -44,13 +44,11 @@ class ParquetSource:
 
     def tables(self, columns: list[str], skip_rows: int = 0) -> Iterator[pa.Table]:
         meta = self.file.metadata
-        groups, seen = [], 0
-        for g in range(meta.num_row_groups):  # skip whole row groups already done
-            n = meta.row_group(g).num_rows
-            if seen + n > skip_rows:
-                groups.append(g)
-            else:
-                seen += n
+        first, seen = 0, 0
+        while first < meta.num_row_groups and seen + meta.row_group(first).num_rows <= skip_rows:
+            seen += meta.row_group(first).num_rows  # skip the leading row groups already done, only those
+            first += 1
+        groups = list(range(first, meta.num_row_groups))
         to_drop = skip_rows - seen
         if not groups:
             return

@@ -185,6 +185,9 @@ def test_folder_and_glob_inputs(tiny_bundle, tmp_path):
     out = cli(str(tmp_path / "in" / "**" / "*.parquet"), "--model", tiny_bundle, "--output", tmp_path / "g")
     assert out.returncode == 0, out.stderr
     assert sorted(p.relative_to(tmp_path / "g").as_posix() for p in (tmp_path / "g").rglob("*.parquet")) == ["a.parquet", "sub/b.parquet"]
+    one_file = cli(str(tmp_path / "in" / "**" / "*.parquet"), "--model", tiny_bundle, "--output", tmp_path / "g2.parquet")
+    assert one_file.returncode == 2 and "--output" in one_file.stderr and "names one Parquet file, but there are 2 input" in one_file.stderr
+    assert not (tmp_path / "g2.parquet").exists()
 
 
 def test_keep_candidates(tiny_bundle, tmp_path):
@@ -196,35 +199,213 @@ def test_keep_candidates(tiny_bundle, tmp_path):
     assert sum(len(c) for c in table.column("candidates").to_pylist()) > sum(len(m) for m in table.column("mentions").to_pylist())
 
 
-def test_resume_after_kill_9_equals_uninterrupted_run(tiny_bundle, tmp_path):
-    rng = np.random.default_rng(0)
+def kill_corpus(folder, sizes=(700, 500, 900), seed=0):
+    """A folder of several files of random short texts (fast to annotate, many chunks)."""
+    rng = np.random.default_rng(seed)
     words = ["Paris", "London", "the", "river", "Obama", "visited", "Marie", "Curie", "and", "in", "1903", "Nobel"]
-    texts = [" ".join(rng.choice(words, size=rng.integers(3, 60))) for _ in range(3000)]
-    src = corpus(tmp_path, texts=texts, row_group_size=500)
-    args = ["--model", tiny_bundle, "--chunk-rows", "100", "--columns", "id"]
-    assert cli(src, *args, "--output", tmp_path / "whole.parquet").returncode == 0
-    target = tmp_path / "resumed.parquet"
-    parts = tmp_path / ".resumed.parquet.parts"
-    proc = subprocess.Popen([sys.executable, "-m", "tommer.runtime.cli", str(src), *map(str, args), "--output", str(target)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list(parts.glob("part-*.parquet"))) < 3:
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    done = len(list(parts.glob("part-*.parquet")))
-    assert not target.exists() and 3 <= done < 30, f"killed after {done} parts"
-    again = cli(src, *args, "--output", target)
-    assert again.returncode == 2 and "interrupted run left finished parts: pass --resume" in again.stderr
-    other = cli(src, *args, "--output", target, "--resume", "--threshold", "0.7")
-    assert other.returncode == 2 and "cannot resume, the options differ" in other.stderr
+    folder.mkdir()
+    for k, n in enumerate(sizes):
+        texts = [" ".join(rng.choice(words, size=rng.integers(3, 40))) for _ in range(n)]
+        corpus(folder, texts=texts, name=f"f{k}.parquet", row_group_size=170)
+    return folder
+
+
+def test_repeated_kill_9_then_resume_is_exactly_once(tiny_bundle, tmp_path):
+    """kill -9 at random moments, again and again, over a folder of files; --resume equals one clean run."""
+    import random
+
+    src = kill_corpus(tmp_path / "in")
+    args = ["--model", tiny_bundle, "--chunk-rows", "40", "--columns", "id", "--host-threads", "2"]
+    begin = time.perf_counter()
+    assert cli(src, *args, "--output", tmp_path / "whole").returncode == 0
+    clean_seconds = time.perf_counter() - begin
+    target = tmp_path / "resumed"
+    command = [sys.executable, "-m", "tommer.runtime.cli", str(src), *map(str, args), "--output", str(target), "--resume"]
+    chunks = {f"f{k}.parquet": -(-n // 40) for k, n in enumerate((700, 500, 900))}
+
+    def progress() -> int:  # chunks finished over all files: whole outputs and parts
+        whole = sum(chunks[p.name] for p in target.glob("*.parquet")) if target.exists() else 0
+        return whole + (len(list(target.glob(".*.parts/part-*.parquet"))) if target.exists() else 0)
+
+    rng, killed, seen = random.Random(13), 0, []
+    targets = [0] + sorted(rng.sample(range(2, sum(chunks.values()) - 1), 6))  # 0: killed while starting
+    for goal in targets:
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        while proc.poll() is None and progress() < goal and time.time() < deadline:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.15) if goal else 0.5)  # anywhere: reading, inferring, writing, joining
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            killed += 1
+        proc.wait()
+        seen.append(progress())
+    assert killed >= 5, f"only {killed} of {len(targets)} runs were killed mid-way (progress {seen})"
+    assert len(set(seen)) >= 4, f"the kills did not land at different points: {seen}"
+    leftover = list(target.glob(".*.parts")) if target.exists() else []
+    if leftover:  # an interrupted run is refused unless resumed, and resumed only with the same options
+        again = cli(src, *args, "--output", target)
+        assert again.returncode == 2 and "interrupted run left finished parts: pass --resume" in again.stderr
+        other = cli(src, *args, "--output", target, "--resume", "--threshold", "0.7")
+        assert other.returncode == 2 and "the interrupted run used --threshold 0.5 (now 0.7)" in other.stderr
     resumed = cli(src, *args, "--output", target, "--resume")
     assert resumed.returncode == 0, resumed.stderr
-    assert f"{3000 - done * 100} rows" in resumed.stdout, "finished parts were not redone"
-    assert pq.read_table(target).equals(pq.read_table(tmp_path / "whole.parquet"))
-    assert not parts.exists()
+    for name in ("f0.parquet", "f1.parquet", "f2.parquet"):
+        got, expected = pq.read_table(target / name), pq.read_table(tmp_path / "whole" / name)
+        assert got.num_rows == expected.num_rows
+        assert got.to_pylist() == expected.to_pylist(), f"{name} differs from the uninterrupted run"
+        assert got.schema.metadata == expected.schema.metadata
+    assert not [p for p in target.iterdir() if p.name.startswith(".")], "no parts or temporary files left"
     skipped = cli(src, *args, "--output", target, "--resume")
-    assert skipped.returncode == 0 and "1 already done" in skipped.stdout
+    assert skipped.returncode == 0 and "3 already done" in skipped.stdout
+
+
+def test_resume_after_a_kill_between_output_rename_and_cleanup(tiny_bundle, tmp_path):
+    """The output is renamed into place before its parts folder is removed: a kill in between is harmless."""
+    src = corpus(tmp_path)
+    out = tmp_path / "out.parquet"
+    assert cli(src, "--model", tiny_bundle, "--output", out, "--chunk-rows", "3").returncode == 0
+    expected = pq.read_table(out)
+    parts = tmp_path / ".out.parquet.parts"
+    parts.mkdir()
+    pq.write_table(expected.slice(0, 3), parts / "part-000000.parquet")  # what the kill left
+    resumed = cli(src, "--model", tiny_bundle, "--output", out, "--chunk-rows", "3", "--resume")
+    assert resumed.returncode == 0 and "1 already done" in resumed.stdout, resumed.stderr
+    assert not parts.exists() and pq.read_table(out).equals(expected)
+
+
+def test_read_chunks_from_any_row_equals_slicing(tmp_path):
+    """Chunks read from row ``skip`` on are the table's rows from ``skip`` on, whatever the row groups."""
+    from tommer.runtime.sources import open_source, read_chunks
+
+    table = pa.table({"id": range(500), "text": [f"t{i}" for i in range(500)]})
+    for group_rows in (170, 40, 7, 1000):
+        path = tmp_path / f"g{group_rows}.parquet"
+        pq.write_table(table, path, row_group_size=group_rows)
+        for chunk_rows in (40, 33):
+            for skip in range(0, 501, chunk_rows):
+                chunks = list(read_chunks(open_source(path), ["id", "text"], chunk_rows, skip))
+                assert all(c.num_rows == chunk_rows for c in chunks[:-1])
+                got = pa.concat_tables(chunks).column("id").to_pylist() if chunks else []
+                assert got == list(range(skip, 500)), (group_rows, chunk_rows, skip)
+
+
+def test_resume_redoes_a_part_that_is_not_whole(tmp_path):
+    """A part that cannot be read, or has more rows than a chunk, is redone with every later part."""
+    from tommer.runtime.parquet_io import PartStore
+
+    table = pa.table({"id": range(8)})
+    store = PartStore(tmp_path / "out.parquet", {"chunk_rows": 3})
+    store.folder.mkdir()
+    pq.write_table(table.slice(0, 3), store.folder / "part-000000.parquet")
+    (store.folder / "part-000001.parquet").write_bytes(b"not parquet")
+    pq.write_table(table.slice(6, 2), store.folder / "part-000002.parquet")
+    assert store._finished_parts() == 1
+    pq.write_table(table.slice(3, 4), store.folder / "part-000001.parquet")
+    assert store._finished_parts() == 1, "a part with more rows than a chunk is not whole"
+    pq.write_table(table.slice(3, 3), store.folder / "part-000001.parquet")
+    assert store._finished_parts() == 3
+
+
+class _Stop(Exception):
+    pass
+
+
+def interrupted_run(annotator, src, out, chunk_rows=3):
+    """Annotate ``src`` and stop after the first chunk, leaving parts and progress behind."""
+    def stop(chunk):
+        raise _Stop
+
+    with pytest.raises(_Stop):
+        annotator.annotate_parquet(src, out, chunk_rows=chunk_rows, on_chunk=stop)
+    assert list(out.parent.glob(f".{out.name}.parts/part-*.parquet"))
+
+
+def test_resume_refuses_a_changed_input_naming_it(tiny_bundle, tmp_path):
+    """Size, modification time or footer hash changed since the parts (or the output) were written: refused."""
+    annotator = Annotator.from_bundle(tiny_bundle)
+    src, out = corpus(tmp_path), tmp_path / "out.parquet"
+    interrupted_run(annotator, src, out)
+    corpus(tmp_path, texts=[t.upper() if t else t for t in TEXTS])  # same rows, other texts
+    with pytest.raises(InputError, match=r"corpus.parquet: the input changed since the interrupted run started "
+                                         r"\(.*footer_sha256.*\).*--overwrite"):
+        annotator.annotate_parquet(src, out, chunk_rows=3, resume=True)
+    assert not out.exists(), "nothing written when refused"
+    with pytest.raises(InputError, match=r"the interrupted run used --chunk-rows 3 \(now 4\): pass the same values"):
+        annotator.annotate_parquet(src, out, chunk_rows=4, resume=True)
+    annotator.annotate_parquet(src, out, chunk_rows=3, overwrite=True)
+    os.utime(src, ns=(time.time_ns(), time.time_ns() + 10**9))  # touched: only the time changed
+    with pytest.raises(InputError, match=rf"{out.name} was written \(mtime_ns \d+ then, \d+ now\)"):
+        annotator.annotate_parquet(src, out, chunk_rows=3, resume=True)
+    mtime = pq.read_table(out)  # the refused resume left the finished output alone
+    assert mtime.num_rows == len(TEXTS)
+
+
+def test_cancel_stops_the_graph_run_in_flight(tiny_bundle):
+    """``Annotator.cancel`` from another thread terminates a long ``session.run`` (one batch), then reset works."""
+    import threading
+
+    from tommer.runtime.errors import Cancelled
+
+    annotator = Annotator.from_bundle(tiny_bundle, batch_tokens=10**7)  # the whole chunk in one batch
+    chunk = annotator.tokenize(Chunk(texts=["Paris and London by the river in 1903 " * 60] * 20))
+    timer = threading.Timer(0.2, annotator.cancel)
+    timer.start()
+    begin = time.perf_counter()
+    with pytest.raises(Cancelled, match="while the graph ran"):
+        annotator.infer(chunk)
+    assert time.perf_counter() - begin < 2.0, "the run was not cut short"
+    annotator.reset_cancel()
+    assert annotator.annotate(TEXTS[:1]) == Annotator.from_bundle(tiny_bundle).annotate(TEXTS[:1])
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_stops_cleanly_keeps_parts_and_says_how_to_resume(tiny_bundle, tmp_path, signum):
+    """Ctrl-C (SIGINT) and SIGTERM: threads stopped in order, parts kept, exit 130/143, resume finishes."""
+    rng = np.random.default_rng(1)
+    words = ["Paris", "London", "the", "river", "Obama", "visited", "in", "1903"]
+    src = corpus(tmp_path, texts=[" ".join(rng.choice(words, size=150)) for _ in range(40)], row_group_size=16)
+    out = tmp_path / "out.parquet"
+    args = [src, "--model", tiny_bundle, "--output", out, "--chunk-rows", "2", "-q"]
+    proc = subprocess.Popen([sys.executable, "-m", "tommer.runtime.cli", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    parts = tmp_path / ".out.parquet.parts"
+    deadline = time.time() + 60
+    while time.time() < deadline and not list(parts.glob("part-*.parquet")):
+        time.sleep(0.02)
+    proc.send_signal(signum)
+    sent = time.perf_counter()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signum, err
+    assert time.perf_counter() - sent < 10, "stopping waited for more than the work in hand"
+    assert "terminate called" not in err and "Traceback" not in err, err
+    assert f"interrupted by {signal.Signals(signum).name}: stopped cleanly" in err
+    kept = len(list(parts.glob("part-*.parquet")))
+    assert 1 <= kept < 20 and f"{kept} finished part(s) of 2 rows kept" in err, err
+    assert "--resume" in err.splitlines()[-1] and not out.exists()
+    resumed = cli(*args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{40 - 2 * kept} rows (+{2 * kept} rows finished before the resume)" in resumed.stdout
+    assert pq.read_table(out).column("id").to_pylist() == list(range(40))
+
+
+def test_window_overlap_adapts_to_max_tokens(tiny_bundle):
+    """--max-tokens alone works: the default overlap shrinks with the window, never below band width + 1."""
+    from tommer.runtime.annotator import AnnotateOptions, check_options
+
+    manifest = read_manifest(tiny_bundle)  # band width 6
+    resolved = {m: check_options(manifest, AnnotateOptions(max_tokens=m)).window_overlap for m in (9, 32, 128, 512)}
+    assert resolved == {9: 7, 32: 7, 128: 31, 512: 127}
+    assert check_options(manifest, AnnotateOptions()).window_overlap == 127  # the bundle's 512 tokens
+    with pytest.raises(InputError, match=r"--max-tokens 8 is too small for this bundle.*--max-tokens >= 9"):
+        check_options(manifest, AnnotateOptions(max_tokens=8))
+    with pytest.raises(InputError, match=r"--max-tokens 32 must exceed --window-overlap 40 \+ 1"):
+        check_options(manifest, AnnotateOptions(max_tokens=32, window_overlap=40))
+    with pytest.raises(InputError, match=r"--window-overlap 5 is too small"):
+        check_options(manifest, AnnotateOptions(window_overlap=5))
+    texts = [TEXTS[-1] * 2]
+    small = Annotator.from_bundle(tiny_bundle, max_tokens=32).annotate(texts)
+    assert small == Annotator.from_bundle(tiny_bundle, max_tokens=32, window_overlap=7).annotate(texts)
 
 
 def test_help_lists_every_option_with_default():
@@ -232,7 +413,8 @@ def test_help_lists_every_option_with_default():
     assert out.returncode == 0
     for option in ("--model", "--output", "--text-column", "--columns", "--decoding", "--threshold",
                    "--keep-candidates", "--max-tokens", "--window-overlap", "--batch-tokens", "--chunk-rows",
-                   "--provider", "--threads", "--host-threads", "--resume", "--overwrite", "--quiet"):
+                   "--provider", "--threads", "--host-threads", "--resume", "--overwrite", "--quiet",
+                   "--progress-every"):
         assert option in out.stdout, option
     assert "default: 0.5" in out.stdout and "default: 512 on cpu" in out.stdout and "default: 128" in out.stdout
 
@@ -261,6 +443,35 @@ def test_progress_bar_on_a_terminal(tiny_bundle, tmp_path):
     text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", output.decode(errors="replace"))  # drop colours
     assert os.waitstatus_to_exitcode(status) == 0, text
     assert f"/{len(TEXTS)} rows" in text and "tokens/s" in text and "annotated 1 file(s)" in text
+
+
+def test_progress_moves_within_a_chunk(tiny_bundle):
+    """One long document in one chunk: progress comes batch by batch, in rows and tokens that add up."""
+    annotator = Annotator.from_bundle(tiny_bundle, max_tokens=48, window_overlap=27, batch_tokens=100)
+    calls = []
+    annotator.on_progress = lambda rows, tokens: calls.append((rows, tokens))
+    chunk = annotator.process(Chunk(texts=[TEXTS[-1] * 3]))
+    assert len(calls) > 3, calls
+    assert sum(r for r, _ in calls) == pytest.approx(1.0) and all(0 < r < 1 for r, _ in calls)
+    assert sum(t for _, t in calls) == chunk.stats.tokens
+    calls.clear()
+    chunk = annotator.process(Chunk(texts=[None, ""]))
+    assert sum(r for r, _ in calls) == 2 and sum(t for _, t in calls) == chunk.stats.tokens
+
+
+def test_plain_progress_lines_when_not_on_a_terminal(tiny_bundle, tmp_path):
+    """Logs and schedulers get periodic plain lines: rows of the total, tokens, tokens/s, ETA."""
+    import re
+
+    out = cli(corpus(tmp_path), "--model", tiny_bundle, "--chunk-rows", "2", "--progress-every", "0")
+    assert out.returncode == 0, out.stderr
+    lines = [m.groups() for m in re.finditer(r"progress: (\d+)/(\d+) rows \(.*?\), ([\d,]+) tokens, [\d,]+ tokens/s, "
+                                             r"elapsed \d:\d\d:\d\d, ETA (\d:\d\d:\d\d|\?)", out.stderr)]
+    assert len(lines) >= 4, out.stderr
+    rows = [int(r) for r, _, _, _ in lines]
+    assert rows == sorted(rows) and rows[-1] == len(TEXTS) and {int(t) for _, t, _, _ in lines} == {len(TEXTS)}
+    quiet = cli(corpus(tmp_path), "--model", tiny_bundle, "--overwrite", "-q", "--progress-every", "0")
+    assert quiet.returncode == 0 and "progress:" not in quiet.stderr
 
 
 def test_engine_ray_without_ray_installed(tiny_bundle, tmp_path):

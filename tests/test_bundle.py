@@ -62,3 +62,18 @@ def test_wrong_version_and_missing_manifest(tiny_bundle, tmp_path):
         read_manifest(copy)
     with pytest.raises(BundleError, match="does not exist"):
         read_manifest(tmp_path / "nowhere")
+
+
+def test_bundle_folder_gets_the_usual_mode(tmp_path):
+    """The bundle folder follows the umask like any folder (tempfile's 0700 would hide it from others)."""
+    import os
+
+    from tommer.runtime.bundle import atomic_folder
+
+    old = os.umask(0o022)
+    try:
+        with atomic_folder(tmp_path / "bundle") as folder:
+            (folder / "f").write_text("x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "bundle").stat().st_mode & 0o777 == 0o755

@@ -37,3 +37,12 @@ def test_export_from_local_folders(tiny_factory, tmp_path):
     wrong = run("--backbone", str(backbone), "--head", str(head), "--layer", "1", "--output", str(tmp_path / "x"))
     assert wrong.returncode == 2 and "trained on layer 2, but --layer is 1" in wrong.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_runtime_only_install_says_which_extra(tmp_path):
+    """Without the export extra (onnx-ir missing), tommer-export says what to install, not a traceback."""
+    code = ("import sys; sys.modules['onnx_ir'] = None; from tommer.exporter.cli import main; "
+            f"sys.argv = ['tommer-export', '--layer', '1', '--backbone', {str(tmp_path)!r}]; main()")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 2 and "pip install 'tommer[export]'" in out.stderr and "onnx_ir" in out.stderr
+    assert "Traceback" not in out.stderr

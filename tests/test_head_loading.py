@@ -99,3 +99,30 @@ def test_gated_repo_says_how_to_log_in(monkeypatch):
     monkeypatch.setattr(huggingface_hub, "snapshot_download", gated)
     with pytest.raises(ExportError, match="is gated.*hf auth login"):
         load_head("meta-llama/some-gated-model")
+
+
+def test_missing_repo_tries_both_hub_forms_and_says_how_to_pass_head(monkeypatch, tmp_path, real_head_dir):
+    """owner/name and owner/ToMMeR/name are both tried; when the Hub has neither, the error names both."""
+    import huggingface_hub
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    asked = []
+    layout = tmp_path / "snapshot"
+    shutil.copytree(real_head_dir, layout / "ToMMeR-Llama-3.2-1B_L6_R64")
+
+    def hub(repo_id, **kwargs):
+        asked.append((repo_id, kwargs["allow_patterns"]))
+        if repo_id == "VictorMorand/ToMMeR":
+            return str(layout)
+        error = RepositoryNotFoundError.__new__(RepositoryNotFoundError)
+        Exception.__init__(error, "404 repository not found")
+        raise error
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", hub)
+    head = load_head("VictorMorand/ToMMeR-Llama-3.2-1B_L6_R64")  # the flat form falls back to the subfolder
+    assert head.config.layer == 6
+    assert [r for r, _ in asked] == ["VictorMorand/ToMMeR-Llama-3.2-1B_L6_R64", "VictorMorand/ToMMeR"]
+    assert asked[1][1][0].startswith("ToMMeR-Llama-3.2-1B_L6_R64/")
+    with pytest.raises(ExportError, match=r"forms tried \(someone/nothing, someone/ToMMeR/nothing\).*"
+                                          r"pass --head owner/repo/subfolder.*VictorMorand/ToMMeR/ToMMeR-Llama"):
+        load_head("someone/nothing")
