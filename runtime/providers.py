@@ -95,16 +95,15 @@ def tensorrt_profiles(shapes: list[tuple[int, int]], input_names: tuple[str, ...
     previous group's widest to the group's widest, rows from 1 to the most any of its
     buckets uses, optimised for the group's widest full batch.
     """
+    def fmt(rows: int, width: int) -> str:
+        return ",".join(f"{name}:{rows}x{width}" for name in input_names)
+
     out, low = [], 1
     for i in range(0, len(shapes), group):
         part = shapes[i:i + group]
-        rows_max = max(r for r, _ in part)
-        width_max = part[-1][1]
-        opt = part[-1]
-        def fmt(rows: int, width: int) -> str:
-            return ",".join(f"{name}:{rows}x{width}" for name in input_names)
-        out.append((fmt(1, low), fmt(*opt), fmt(rows_max, width_max)))
-        low = width_max + 1
+        widest = part[-1]
+        out.append((fmt(1, low), fmt(*widest), fmt(max(r for r, _ in part), widest[1])))
+        low = widest[1] + 1
     return tuple(out)
 
 

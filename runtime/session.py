@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -74,11 +75,16 @@ class GraphRunner:
     CUDA graphs on), each shape listed in ``graph_shapes`` gets its own ``gpu_graph_id``,
     captured on its first runs and replayed after; other shapes run without a graph.
     The returned band is only valid until the next call with the same shape.
+
+    Shapes without a graph keep their buffers in a least-recently-used cache of
+    ``max_shapes`` entries (unbucketed batches have a shape each: an unbounded cache would
+    grow with the corpus); a CUDA graph's buffers are never dropped (its replay reads
+    their addresses).
     """
 
     def __init__(self, session: ort.InferenceSession, provider: str, io_binding: bool = True,
                  cuda_graphs: bool = False, graph_shapes: list[tuple[int, int]] | None = None,
-                 input_names: tuple[str, str] = ("input_ids", "attention_mask")):
+                 input_names: tuple[str, str] = ("input_ids", "attention_mask"), max_shapes: int = 32):
         self.session = session
         self.provider = provider
         self.io_binding = io_binding or cuda_graphs
@@ -88,8 +94,9 @@ class GraphRunner:
         if self.io_binding:
             self.output_name = session.get_outputs()[0].name
             self.band_width = session.get_outputs()[0].shape[-1]
-        self._graph_ids = {tuple(s): i for i, s in enumerate(graph_shapes or [])}
-        self._buffers: dict[tuple[int, int], dict] = {}
+        self._graph_ids = {tuple(s): i for i, s in enumerate(graph_shapes or [])} if self.cuda_graphs else {}
+        self._buffers: OrderedDict[tuple[int, int], dict] = OrderedDict()
+        self.max_shapes = max_shapes
         self._plain_options = ort.RunOptions()
         self._terminated = False
 
@@ -130,6 +137,11 @@ class GraphRunner:
                 binding.bind_output(self.output_name, "cpu", 0, np.float32, list(band_shape), out.ctypes.data)
                 buf.update(out=out)
             self._buffers[shape] = buf
+            evictable = [k for k in self._buffers if k not in self._graph_ids]
+            for old in evictable[: max(0, len(evictable) - self.max_shapes)]:
+                del self._buffers[old]
+        else:
+            self._buffers.move_to_end(shape)
         return buf
 
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:

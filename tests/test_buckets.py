@@ -70,3 +70,8 @@ def test_io_binding_reuses_one_output_buffer_per_shape(tiny_bundle):
     assert len(annotator.runner._buffers) == 1
     np.testing.assert_array_equal(first, run_band(annotator.session, ids, mask))
     np.testing.assert_array_equal(again, first[::-1])
+    for width in range(5, 45):  # more shapes than the cache holds: the oldest are dropped, results unchanged
+        cut_ids, cut_mask = np.tile(ids, 3)[:, :width], np.ones((3, width), np.int64)
+        np.testing.assert_array_equal(annotator.runner.run(cut_ids, cut_mask), run_band(annotator.session, cut_ids, cut_mask))
+    assert len(annotator.runner._buffers) == annotator.runner.max_shapes
+    assert list(annotator.runner._buffers)[-1] == (3, 44)  # the most recent shape is kept

@@ -87,8 +87,6 @@ def test_planted_problems_fail_the_check(tiny_trt_bundle):
 
 
 def test_a_local_function_named_like_an_onnx_operator_is_refused():
-    from tommer.exporter.graph import inline_head  # noqa: F401 - the export inlines; this checks the raw form
-
     x = _value("x")
     body = ir.node("Neg", inputs=[ir.Value(name="a")])
     function = ir.Function("tommer", "Relu", graph=ir.Graph(inputs=[body.inputs[0]], outputs=body.outputs,
