@@ -53,6 +53,7 @@ def export(
     head_revision: Optional[str] = typer.Option(None, help="Head revision on the Hub. [default: main]"),
     token: Optional[str] = typer.Option(None, envvar="HF_TOKEN", help="Hugging Face token for gated or private repos. [default: $HF_TOKEN or the cached login]"),
     overwrite: bool = typer.Option(False, help="Replace the output folder if it exists."),
+    allow_head_mismatch: bool = typer.Option(False, help="Export even when the head's llm_name (the LLM it was trained on) does not name --backbone: for a copy or mirror of that LLM under another name. The mismatch is recorded in the manifest. [default: refuse]"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors and the final summary line."),
 ) -> None:
     """Export blocks 0..LAYER of BACKBONE and the span HEAD as one ONNX graph, validate it, write a bundle."""
@@ -70,6 +71,7 @@ def export(
         dtype=dtype.value, quantize=quantize.value if quantize else None, target=target.value,
         max_span_tokens=max_span_tokens,
         revision=revision, head_revision=head_revision, token=token, overwrite=overwrite,
+        allow_head_mismatch=allow_head_mismatch,
     )
     start = time.perf_counter()
 

@@ -8,6 +8,7 @@ head and validation never sit on top of it. Peak memory stays below the full mod
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata as md
 import multiprocessing
 import tempfile
@@ -61,7 +62,30 @@ def check_options(options: ExportOptions) -> None:
     collect_and_raise(problems, ExportError, "invalid export options")
 
 
-def check_compatible(head: Head, src: BackboneSource, layer: int) -> None:
+def _names(ref: str) -> set[str]:
+    """A model reference as compared with a head's ``llm_name``: the whole id and its last part."""
+    ref = ref.strip().rstrip("/").lower()
+    return {ref, ref.rsplit("/", 1)[-1]} if ref else set()
+
+
+def backbone_mismatch(head: Head, src: BackboneSource) -> str | None:
+    """Why the head does not name this backbone (None when it does).
+
+    A head is trained on the hidden states of one LLM: another model of the same width
+    feeds it states it has never seen, and the spans are wrong without any error. The
+    head's ``llm_name`` must match the backbone as given (repo id or folder), its last
+    part (a local copy or a mirror of the same repository), or the name in its config.
+    """
+    wanted = head.config.llm_name
+    names = _names(src.source) | _names(str(getattr(src.config, "_name_or_path", "") or ""))
+    if not wanted or _names(wanted) & names:
+        return None
+    return (f"head {head.source} was trained on {wanted!r}, the backbone is {src.source!r} "
+            f"({src.model_type}, hidden size {src.hidden_size})")
+
+
+def check_compatible(head: Head, src: BackboneSource, layer: int, allow_mismatch: bool = False) -> str | None:
+    """Refuse a head that does not belong to the backbone; returns the mismatch allowed, if any."""
     problems = []
     if head.config.layer != layer:
         problems.append(f"head {head.source} was trained on layer {head.config.layer}, but --layer is {layer}: "
@@ -69,7 +93,12 @@ def check_compatible(head: Head, src: BackboneSource, layer: int) -> None:
     if head.hidden_size != src.hidden_size:
         problems.append(f"head {head.source} reads hidden states of size {head.hidden_size}, backbone "
                         f"{src.source} has hidden size {src.hidden_size}: they do not belong together")
+    mismatch = backbone_mismatch(head, src) if not problems else None
+    if mismatch and not allow_mismatch:
+        problems.append(f"{mismatch}: pass --backbone {head.config.llm_name} (or a local copy of it), or "
+                        "--allow-head-mismatch if this backbone is that model under another name")
     collect_and_raise(problems, ExportError, "head and backbone do not fit")
+    return mismatch
 
 
 def save_tokenizer(src: BackboneSource, folder: Path) -> TokenizerInfo:
@@ -156,17 +185,16 @@ def library_versions() -> dict[str, str]:
 
 
 def _manifest(src: BackboneSource, head: Head, tok_info: TokenizerInfo, geometry: BandGeometry,
-              options: ExportOptions, spec: ExportSpec, report: dict, graph: GraphInfo) -> Manifest:
-    cfg = head.config
+              options: ExportOptions, spec: ExportSpec, report: dict, graph: GraphInfo,
+              mismatch: str | None = None) -> Manifest:
     return Manifest(
         format_version=FORMAT_VERSION,
         tommer_version=library_versions()["tommer"],
         backbone=BackboneInfo(source=src.source, architecture=src.model_type, hidden_size=src.hidden_size,
                               num_layers_total=src.num_layers_total, num_layers_kept=options.layer + 1,
                               vocab_size=src.vocab_size, max_positions=src.max_positions, revision=src.revision),
-        head=HeadInfo(source=head.source, llm_name=cfg.llm_name, layer=cfg.layer, rank=cfg.rank,
-                      causal=cfg.causal_mask, sliding_window=cfg.sliding_window, use_cosine=cfg.use_cosine,
-                      mask_bos=cfg.mask_bos, n_parameters=head.n_parameters, revision=head.revision),
+        head=HeadInfo(**dataclasses.asdict(head.config), source=head.source, n_parameters=head.n_parameters,
+                      revision=head.revision, backbone_mismatch=mismatch),
         tokenizer=tok_info, band_width=geometry.band_width, dtype=options.dtype, quantization=options.quantize,
         opset=spec.opset_for(options.target), input_names=spec.input_names, output_name=spec.output_name,
         library_versions=library_versions(), validation=report, graph=graph,
@@ -203,7 +231,9 @@ def export_bundle(options: ExportOptions, spec: ExportSpec = ExportSpec(), step:
     head = load_head(options.head, options.head_revision, options.token)
     step(f"resolving backbone {options.backbone}")
     src = inspect_backbone(options.backbone, options.layer, options.revision, options.token)
-    check_compatible(head, src, options.layer)
+    mismatch = check_compatible(head, src, options.layer, options.allow_head_mismatch)
+    if mismatch:
+        step(f"warning: {mismatch}; exporting anyway (--allow-head-mismatch)")
     geometry = BandGeometry.for_head(head, options.max_span_tokens)
     with atomic_folder(options.output, options.overwrite) as tmp, \
             tempfile.TemporaryDirectory(prefix="tommer-export-") as scratch:
@@ -245,5 +275,6 @@ def export_bundle(options: ExportOptions, spec: ExportSpec = ExportSpec(), step:
             step(f"validating the graph against the reference on onnxruntime-{provider}")
             report = validate_graph(tmp / MODEL_NAME, refs, tok_info.pad_token_id, options.dtype,
                                     options.quantize, spec, provider)
-        manifest = write_manifest(tmp, _manifest(src, head, tok_info, geometry, options, spec, report, graph_info))
+        manifest = write_manifest(tmp, _manifest(src, head, tok_info, geometry, options, spec, report, graph_info,
+                                                          mismatch))
     return manifest

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from ..runtime.bundle import HeadConfig
 from ..runtime.errors import ExportError
 from .hub import LOGIN_HINT, RepoNotFound, is_local, resolve_repo_folder
 
@@ -23,24 +24,6 @@ PARAMETERS_FILE = "parameters"
 DEFAULT_HEAD_REPO = "VictorMorand/ToMMeR/ToMMeR-Llama-3.2-1B_L{layer}_R64"  # the model card's form: repo/subfolder
 EXPECTED_KEYS = ("W_Q", "W_K", "classifier.fc.weight", "classifier.fc.bias", "cl_w")
 SUPPORTED_NORMALIZATIONS = ("",)
-
-
-@dataclass(frozen=True)
-class HeadConfig:
-    """The fields of the ``ToMMeR`` object in ``definition.json``."""
-
-    llm_name: str
-    layer: int
-    rank: int
-    causal_mask: bool
-    sliding_window: int
-    use_cosine: bool
-    normalize_scores: str = ""
-    mask_bos: bool = True  # not stored: always true in the reference
-
-    @property
-    def scale(self) -> float:
-        return 1.0 if self.use_cosine else 1.0 / self.rank**0.5
 
 
 @dataclass(frozen=True)
@@ -83,7 +66,7 @@ def read_head_config(definition: Path) -> HeadConfig:
         llm_name=str(fields["llm_name"]),
         layer=int(fields["layer"]),
         rank=int(fields["rank"]),
-        causal_mask=bool(fields.get("causal_mask", True)),
+        causal=bool(fields.get("causal_mask", True)),
         sliding_window=int(fields.get("sliding_window", 0)),
         use_cosine=bool(fields.get("use_cosine", False)),
         normalize_scores=str(fields.get("normalize_scores", "") or ""),
@@ -93,7 +76,7 @@ def read_head_config(definition: Path) -> HeadConfig:
             f"{definition}: normalize_scores={config.normalize_scores!r} is not supported "
             f"(supported: {SUPPORTED_NORMALIZATIONS}); no published checkpoint uses it"
         )
-    if not config.causal_mask and config.sliding_window <= 0:
+    if not config.causal and config.sliding_window <= 0:
         raise ExportError(
             f"{definition}: a non-causal head without a sliding window reads the whole row of "
             "the score matrix and cannot be computed exactly in a band; not supported"

@@ -43,7 +43,7 @@ class BandGeometry:
             width = cfg.sliding_window + 1
         else:
             width = max_span_tokens
-        return cls(band_width=width, lookahead=0 if cfg.causal_mask else cfg.sliding_window)
+        return cls(band_width=width, lookahead=0 if cfg.causal else cfg.sliding_window)
 
 
 def triangular_mask(geometry: BandGeometry) -> np.ndarray:

@@ -21,7 +21,7 @@ def valid_pairs(n: int, config: HeadConfig) -> torch.Tensor:
     i = torch.arange(n).unsqueeze(1)
     j = torch.arange(n).unsqueeze(0)
     window = config.sliding_window
-    if config.causal_mask:
+    if config.causal:
         valid = j <= i
         if window > 0:
             valid &= (i - j) <= window

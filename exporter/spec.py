@@ -52,3 +52,4 @@ class ExportOptions:
     head_revision: str | None = None
     token: str | bool | None = None
     overwrite: bool = False
+    allow_head_mismatch: bool = False  # export a head onto a backbone other than its llm_name

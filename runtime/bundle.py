@@ -30,19 +30,37 @@ HEAD_DOMAIN = "tommer"
 
 
 @dataclass(frozen=True)
-class HeadInfo:
-    """The span head as trained (read from the checkpoint, never defaulted)."""
+class HeadConfig:
+    """The span head as trained: the fields of the checkpoint's ``ToMMeR`` object (never defaulted
+    from the reference code's class, whose defaults differ from the published checkpoints)."""
 
-    source: str
     llm_name: str
     layer: int
     rank: int
     causal: bool
     sliding_window: int
     use_cosine: bool
-    mask_bos: bool = True
+    normalize_scores: str = ""
+    mask_bos: bool = True  # not stored in checkpoints: always true in the reference
+
+    @property
+    def scale(self) -> float:
+        return 1.0 if self.use_cosine else 1.0 / self.rank**0.5
+
+
+@dataclass(frozen=True)
+class HeadInfo(HeadConfig):
+    """The head in the manifest: its trained configuration, where it came from, and whether
+    it was exported onto a backbone other than the one it names (``--allow-head-mismatch``)."""
+
+    source: str = ""
     n_parameters: int = 0
     revision: str | None = None
+    backbone_mismatch: str | None = None  # why the head's llm_name did not match, when allowed
+
+    @property
+    def config(self) -> HeadConfig:
+        return HeadConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(HeadConfig)})
 
 
 @dataclass(frozen=True)

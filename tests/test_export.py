@@ -127,8 +127,11 @@ def test_int8_quantizes_backbone_matmuls_only(tiny_factory, tmp_path):
 
 
 def test_real_head_on_wide_random_backbone(real_head_dir, tmp_path):
-    """The published head (hidden 2048) on an 8-block random backbone, cut at layer 6."""
-    backbone = make_backbone(tmp_path / "wide", "llama", num_layers=8, hidden_size=2048, intermediate_size=64,
+    """The published head (hidden 2048) on an 8-block random backbone, cut at layer 6.
+
+    The folder bears the name of the LLM the head names (a local copy of it, as far as the
+    exporter can tell), so the head-backbone check lets it through."""
+    backbone = make_backbone(tmp_path / "Llama-3.2-1B", "llama", num_layers=8, hidden_size=2048, intermediate_size=64,
                              num_attention_heads=2, num_key_value_heads=1, vocab_size=512)
     manifest = export(backbone, real_head_dir, tmp_path / "b", layer=6)
     assert manifest.band_width == 26 and manifest.backbone.num_layers_kept == 7
@@ -147,6 +150,16 @@ def test_errors_a_user_can_act_on(tiny_factory, tmp_path):
         export(backbone, make_head(tmp_path / "h9", 64, layer=9), tmp_path / "a", layer=9)
     with pytest.raises(ExportError, match="hidden states of size 32, backbone .* has hidden size 64"):
         export(backbone, make_head(tmp_path / "h32", 32, layer=TINY_LAYER), tmp_path / "a")
+    # a head trained on another LLM of the same width: refused, unless the user says it is that LLM
+    other = make_head(tmp_path / "other", 64, layer=TINY_LAYER, llm_name="Qwen/Qwen2.5-0.5B")
+    with pytest.raises(ExportError, match=r"trained on 'Qwen/Qwen2.5-0.5B', the backbone is .*backbone.* "
+                                          r"\(llama, hidden size 64\): pass --backbone Qwen/Qwen2.5-0.5B .*--allow-head-mismatch"):
+        export(backbone, other, tmp_path / "a")
+    assert not (tmp_path / "a").exists()
+    allowed = export(backbone, other, tmp_path / "allowed", allow_head_mismatch=True)
+    assert "Qwen/Qwen2.5-0.5B" in allowed.head.backbone_mismatch
+    assert read_manifest(tmp_path / "allowed").head.backbone_mismatch == allowed.head.backbone_mismatch
+    assert read_manifest(tmp_path / "allowed").head.config == load_head(other).config
     gpt2 = tmp_path / "gpt2"
     from transformers import GPT2Config, GPT2Model
 

@@ -28,7 +28,7 @@ def run_head(head, geometry, hidden, mask):
 def test_real_head_config_read_from_file(real_head_dir):
     head = load_head(real_head_dir)
     cfg = head.config
-    assert (cfg.layer, cfg.rank, cfg.causal_mask, cfg.sliding_window, cfg.use_cosine) == (6, 64, True, 25, True)
+    assert (cfg.layer, cfg.rank, cfg.causal, cfg.sliding_window, cfg.use_cosine) == (6, 64, True, 25, True)
     assert head.n_parameters == 264_198
     assert BandGeometry.for_head(head, 32).band_width == 26
 
