@@ -102,6 +102,7 @@ def estimated_report(refs: ReferenceSet, bands: list[np.ndarray], dtype: str, sp
         "texts": len(refs.encodings),
         "tokens": int(sum(len(e) for e in refs.encodings)),
         "max_abs_error": max(float(np.max(np.abs(b - r), initial=0.0)) for b, r in zip(bands, refs.bands)),
+        "batch_invariance_max_abs_diff": None,  # measured only when the graph runs (validate it on a GPU)
         "threshold": spec.threshold,
         **found,
         "min_dice": spec.low_precision_min_dice,
@@ -127,7 +128,15 @@ def validate_graph(model_path: Path, refs: ReferenceSet, pad_token_id: int, dtyp
     worst = dict(agreements[0])  # the layout with every text; spans are counted once
     worst["exact_match_rate"] = min(a["exact_match_rate"] for a in agreements)
     worst["dice"] = min(a["dice"] for a in agreements)
+    # the same texts in other batches against the batch holding them all: spans must not move
+    across = [agreement([per_layout[0][i] for i in layout], list(layout.values()), spec.threshold)
+              for layout in per_layout[1:]]
+    invariant_spans = {"exact_match_rate": min(a["exact_match_rate"] for a in across),
+                       "dice": min(a["dice"] for a in across)}
     exact_precision = dtype == "fp32" and quantization is None
+    cpu_exact = dtype == "fp32"  # fp32 and its int8 quantization run the same kernels whatever the batch
+    invariance_tolerance = (spec.invariance_max_abs_diff if cpu_exact
+                            else spec.low_precision_invariance_max_abs_diff)
     report = {
         "reference": "tommer.exporter.reference (fp32 PyTorch, one text at a time, unpadded)",
         "measured_with": f"onnxruntime-{provider}",
@@ -137,6 +146,9 @@ def validate_graph(model_path: Path, refs: ReferenceSet, pad_token_id: int, dtyp
         "batch_shapes": [list(s) for s in shapes],
         "max_abs_error": max(errors),
         "batch_invariance_max_abs_diff": invariance,
+        "batch_invariance_exact_match_rate": invariant_spans["exact_match_rate"],
+        "batch_invariance_dice": invariant_spans["dice"],
+        "batch_invariance_tolerance": invariance_tolerance,
         "threshold": spec.threshold,
         **worst,
         "tolerance": spec.fp32_max_abs_error if exact_precision else None,
@@ -153,6 +165,14 @@ def validate_graph(model_path: Path, refs: ReferenceSet, pad_token_id: int, dtyp
                             f"{(1 - worst['exact_match_rate']) * len(refs.encodings):.0f} text(s) at threshold {spec.threshold}")
     elif worst["dice"] < spec.low_precision_min_dice:
         problems.append(f"span DICE against fp32 reference {worst['dice']:.3f} < {spec.low_precision_min_dice}")
+    if invariance > invariance_tolerance:
+        problems.append(f"not batch-invariant: a text's span probabilities change by up to {invariance:.3g} with "
+                        f"the batch and padding around it (tolerance {invariance_tolerance:g})")
+    if cpu_exact and invariant_spans["exact_match_rate"] < 1.0:
+        problems.append("not batch-invariant: decoded spans of some texts change with the batch around them")
+    elif not cpu_exact and invariant_spans["dice"] < spec.low_precision_invariance_min_dice:
+        problems.append(f"not batch-invariant: span DICE between batch layouts {invariant_spans['dice']:.3f} "
+                        f"< {spec.low_precision_invariance_min_dice}")
     collect_and_raise(problems, ParityError, f"exported graph {model_path.name} ({dtype}"
                       f"{', ' + quantization if quantization else ''}) failed validation")
     return report
