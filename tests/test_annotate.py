@@ -159,9 +159,17 @@ def test_existing_output_and_bundle_checks(tiny_bundle, tmp_path):
     assert cli(src, "--model", tiny_bundle, "--overwrite").returncode == 0
     nobundle = cli(src, "--model", tmp_path, "--overwrite")
     assert nobundle.returncode == 2 and "is not a tommer bundle" in nobundle.stderr
+    on_cpu = pq.read_table(src.with_name("corpus.mentions.parquet")).to_pylist()
     cuda = cli(src, "--model", tiny_bundle, "--overwrite", "--provider", "cuda")
     if "CUDAExecutionProvider" not in __import__("onnxruntime").get_available_providers():
         assert cuda.returncode == 2 and "provider 'cuda'" in cuda.stderr and "not available" in cuda.stderr
+    else:  # a GPU machine: the same spans as the CPU, scores within fp32 GEMM rounding
+        assert cuda.returncode == 0, cuda.stderr
+        on_gpu = pq.read_table(src.with_name("corpus.mentions.parquet")).to_pylist()
+        assert [[(m["start"], m["end"]) for m in r["mentions"]] for r in on_gpu] == \
+               [[(m["start"], m["end"]) for m in r["mentions"]] for r in on_cpu]
+        assert all(abs(a["score"] - b["score"]) < 1e-4 for r, q in zip(on_gpu, on_cpu)
+                   for a, b in zip(r["mentions"], q["mentions"]))
 
 
 def test_tampered_bundle_refused(tiny_bundle, tmp_path):
