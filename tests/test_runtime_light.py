@@ -20,3 +20,50 @@ def test_runtime_imports_no_torch():
     out = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == ""
+
+
+LIGHT = """
+import importlib, sys
+module, function = {entry!r}.rsplit(".", 1)
+sys.argv = {argv!r}
+try:
+    getattr(importlib.import_module(module), function)()
+    code = 0
+except SystemExit as exc:
+    code = exc.code or 0
+heavy = sorted({{m.split('.')[0] for m in sys.modules}} & {{'onnxruntime', 'torch', 'transformers', 'onnx'}})
+print(code, ','.join(heavy) or '-')
+"""
+
+
+def run_light(entry: str, argv: list[str]) -> tuple[str, str]:
+    """Run a console entry point in a fresh interpreter: its exit code and the heavy modules it loaded."""
+    out = subprocess.run([sys.executable, "-c", LIGHT.format(entry=entry, argv=argv)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    status, heavy = out.stdout.strip().splitlines()[-1].split(" ")
+    return status, heavy
+
+
+def test_light_entry_points(tmp_path):
+    """import tommer is light; tommer-export --help and a model-free tommer-eval load no onnxruntime."""
+    out = subprocess.run([sys.executable, "-c", "import sys, tommer; print(sorted({m.split('.')[0] for m in "
+                          "sys.modules} & {'onnxruntime', 'pyarrow', 'torch', 'numpy'}))"],
+                         capture_output=True, text=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+    assert run_light("tommer.exporter.cli.main", ["tommer-export", "--help"]) == ("0", "-")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    mention = pa.struct([("start", pa.int64()), ("end", pa.int64()), ("text", pa.string()), ("score", pa.float32())])
+    for name, spans in (("a", [[(0, 4)], []]), ("b", [[(0, 4)], [(1, 3)]])):
+        rows = [[{"start": s, "end": e, "text": "x", "score": 0.9} for s, e in doc] for doc in spans]
+        pq.write_table(pa.table({"text": ["abcd efg", "xyz"], "mentions": pa.array(rows, pa.list_(mention))}),
+                       tmp_path / f"{name}.parquet")
+    status, heavy = run_light("tommer.runtime.quality_cli.eval_main",
+                              ["tommer-eval", str(tmp_path / "a.parquet"), "--against", str(tmp_path / "b.parquet")])
+    assert (status, heavy) == ("0", "-")
+    import tommer
+
+    assert tommer.Annotator.__name__ == "Annotator" and "Annotator" in dir(tommer)
+    with __import__("pytest").raises(AttributeError, match="no attribute 'Nope'"):
+        tommer.Nope  # noqa: B018
