@@ -58,6 +58,7 @@ def bench(
     sweep: str = typer.Option("256,1024,2048,4096,16384", help="Extra --batch-tokens values run once with onnx-fp32 for the throughput-vs-budget plot; '' for none."),
     threads: int = typer.Option(0, help="Threads of every backend (torch and onnxruntime); 0: all cores."),
     out: Path = typer.Option(Path("benchmarks/results"), help="Folder for bench.json, bench.md and bench.png."),
+    backbone: Optional[str] = typer.Option(None, help="Backbone the PyTorch reference backends load (Hub id or folder). [default: the one the bundle's manifest records]"),
 ) -> None:
     """Run every backend on the same texts, alternating, and write JSON, Markdown and a PNG plot."""
     from tommer.benchmarks.backends import skip_reason
@@ -78,6 +79,9 @@ def bench(
     from tommer.runtime.bundle import read_manifest
 
     manifest = read_manifest(model)
+    backbone = backbone or manifest.backbone.source
+    if any(b.startswith("torch") or b == "reference" for b in backends.split(",")):
+        check_backbone(backbone, model)
     src = corpus or write_corpus(work / "corpus.parquet", synthetic_texts(synthetic, seed))
     names = [b.strip() for b in backends.split(",") if b.strip()]
     unknown = [b for b in names if b not in ALL_BACKENDS]
@@ -88,7 +92,7 @@ def bench(
     peak = max(peaks.values())
     results["machine"] = {"summary": machine_summary(peak), "matmul_fp32_peak_flops": peak,
                           "matmul_fp32_flops_by_library": peaks, "python": platform.python_version()}
-    base = {"backbone": manifest.backbone.source, "head": manifest.head.source, "layer": manifest.head.layer,
+    base = {"backbone": backbone, "head": manifest.head.source, "layer": manifest.head.layer,
             "batch_tokens": batch_tokens, "threads": threads}
     specs, runs = {}, {}
     for name in names:
@@ -116,20 +120,30 @@ def bench(
             typer.echo(f"sweep: onnx-fp32 --batch-tokens {value}", err=True)
             x = run_worker({**specs["onnx-fp32"], "batch_tokens": value}, src, work / "sweep.parquet")
             results["batch_tokens_sweep"][str(value)] = x["tokens"] / x["wall_seconds"]
-    results["backends"].update(figures(runs, src, work, manifest, peak))
+    results["backends"].update(figures(runs, src, work, manifest, peak, backbone))
     for path in write_all(results, out):
         typer.echo(f"wrote {path}", err=True)
     typer.echo(markdown_table(results))
 
 
-def figures(runs: dict[str, list[dict]], src: Path, work: Path, manifest, peak: float) -> dict[str, Any]:
+def check_backbone(backbone: str, bundle: Path) -> None:
+    """The reference backends load the backbone: a folder that is not there is a clear error."""
+    looks_local = backbone.startswith((".", "/", "~")) or Path(backbone).is_absolute()
+    if looks_local and not Path(backbone).expanduser().is_dir():
+        raise typer.BadParameter(f"the reference backends load the backbone {backbone!r} recorded in {bundle}'s "
+                                 "manifest, which is not a folder from here: pass --backbone FOLDER_OR_HUB_ID",
+                                 param_hint="--backbone")
+
+
+def figures(runs: dict[str, list[dict]], src: Path, work: Path, manifest, peak: float,
+            backbone: str) -> dict[str, Any]:
     """Per-backend medians, paired ratios, FLOP/s, utilisation and agreement with the reference."""
     import pyarrow.parquet as pq
     from transformers import AutoConfig
 
     from tommer.benchmarks.metrics import backbone_flops, paired_ratios, span_agreement, summarize
 
-    config = AutoConfig.from_pretrained(manifest.backbone.source).to_dict()
+    config = AutoConfig.from_pretrained(backbone).to_dict()
     n_tokens = pq.read_table(work / f"{next(iter(runs))}.parquet", columns=["n_tokens"]).column("n_tokens").to_pylist()
     flops = backbone_flops(config, [n + 1 for n in n_tokens], blocks=manifest.backbone.num_layers_kept)
     reference = "reference" if "reference" in runs else None

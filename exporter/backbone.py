@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..runtime.errors import ExportError
-from .hub import resolve_repo_folder
+from .hub import is_local, resolve_repo_folder
 
 # model_type -> attribute of the base model holding the final norm
 SUPPORTED_ARCHITECTURES: dict[str, str] = {
@@ -131,7 +131,8 @@ def inspect_backbone(ref: str, layer: int, revision: str | None = None,
     if not any(folder.glob("*.safetensors")):
         raise ExportError(f"backbone {ref}: no *.safetensors weights in {folder}; only safetensors "
                           "checkpoints are loaded (they cannot run code when read)")
-    return BackboneSource(folder=folder, source=ref, revision=revision, config=config, layer=layer)
+    source = str(folder.resolve()) if is_local(ref) else ref  # a folder works from anywhere
+    return BackboneSource(folder=folder, source=source, revision=revision, config=config, layer=layer)
 
 
 @dataclass

@@ -71,7 +71,7 @@ def export(
         dtype=dtype.value, quantize=quantize.value if quantize else None, target=target.value,
         max_span_tokens=max_span_tokens,
         revision=revision, head_revision=head_revision, token=token, overwrite=overwrite,
-        allow_head_mismatch=allow_head_mismatch,
+        allow_head_mismatch=allow_head_mismatch, quiet=quiet,
     )
     start = time.perf_counter()
 

@@ -153,8 +153,30 @@ class TorchStageResult:
     rewrites: dict[str, int]
 
 
+def quiet_libraries() -> None:
+    """Keep the libraries' warnings, progress bars and log lines off the terminal (``--quiet``);
+    errors still reach the user as tommer's errors. Inherited by the torch stage's child process."""
+    import logging
+    import os
+    import warnings
+
+    os.environ["TOMMER_QUIET"] = "1"  # the spawned torch stage reads it
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    warnings.simplefilter("ignore")
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    for name in ("torch", "torch.onnx", "onnxscript", "onnx_ir", "onnxruntime"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def run_torch_stage(stage: TorchStage) -> TorchStageResult:
     """Load blocks 0..L, compute the fp32 reference, trace in ``dtype`` and save the backbone graph."""
+    import os
+
+    if os.environ.get("TOMMER_QUIET") == "1":
+        quiet_libraries()
     backbone = load_truncated_backbone(stage.src)
     reference = torch_bands(backbone, stage.head, stage.ids, stage.band_width)
     estimate = None
@@ -225,6 +247,8 @@ def export_bundle(options: ExportOptions, spec: ExportSpec = ExportSpec(), step:
         ParityError: the graph disagrees with the reference maths.
     """
     check_options(options)
+    if options.quiet:
+        quiet_libraries()
     if Path(options.output).exists() and not options.overwrite:
         raise ExportError(f"output folder {options.output} already exists: pass --overwrite to replace it")
     step(f"loading head {options.head}")

@@ -155,8 +155,20 @@ def quantize_int8(src: Path, dst: Path, spec: ExportSpec) -> ir.Model:
     one scale with the batch companions and the padding). Run it before
     ``attach_head``: the head and the norms stay fp32.
     """
+    import logging
+
     import onnx
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    # the quantizer's module calls logging.basicConfig(level=INFO) when imported, which would print
+    # a line per MatMul from every library: undo it, and keep its own INFO lines out
+    for handler in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(handler)
+    root.setLevel(level)
+    logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)
 
     quantizer = MatMulNBitsQuantizer(onnx.load(src), bits=8, block_size=spec.int8_block_size,
                                      is_symmetric=True, accuracy_level=4)

@@ -150,5 +150,5 @@ def load_head(head: str | os.PathLike[str], revision: str | None = None, token: 
         w_q=state["W_Q"], w_k=state["W_K"],
         w_fc=state["classifier.fc.weight"], b_fc=state["classifier.fc.bias"],
         cl_w=state["cl_w"].reshape(5),
-        source=str(head), revision=revision,
+        source=str(folder.resolve()) if is_local(str(head)) else str(head), revision=revision,
     )

@@ -60,3 +60,4 @@ class ExportOptions:
     token: str | bool | None = None
     overwrite: bool = False
     allow_head_mismatch: bool = False  # export a head onto a backbone other than its llm_name
+    quiet: bool = False  # keep the libraries' warnings, progress bars and logs off the terminal

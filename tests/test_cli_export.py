@@ -25,12 +25,17 @@ def test_help_lists_every_option_with_default():
 
 def test_export_from_local_folders(tiny_factory, tmp_path):
     backbone, head = tiny_factory("llama")
-    out = run("--backbone", str(backbone), "--head", str(head), "--layer", str(TINY_LAYER),
-              "--output", str(tmp_path / "bundle"), "--quiet")
+    root = backbone.parent
+    out = run("--backbone", "./backbone", "--head", "./head", "--layer", str(TINY_LAYER),
+              "--output", str(tmp_path / "bundle"), "--quiet", cwd=root)
     assert out.returncode == 0, out.stderr
     assert "wrote" in out.stdout and "span exact-match 1.000" in out.stdout
+    assert out.stderr == "", "--quiet: nothing but errors (no library warnings)"
     manifest = json.loads((tmp_path / "bundle" / "tommer.json").read_text())
     assert manifest["validation"]["passed"] is True
+    # folders given relative to where the export ran are recorded so that they work from anywhere
+    assert (manifest["backbone"]["source"], manifest["head"]["source"]) == (str(backbone.resolve()),
+                                                                            str(head.resolve()))
     again = run("--backbone", str(backbone), "--head", str(head), "--layer", str(TINY_LAYER),
                 "--output", str(tmp_path / "bundle"), "--quiet")
     assert again.returncode == 2 and "already exists: pass --overwrite" in again.stderr
