@@ -56,7 +56,11 @@ def _rows_by_id(keys: list, path: Path | str, id_column: str) -> dict[Any, int]:
     """Row number of each id (one pass); an id on two rows is an error naming it and its rows."""
     where: dict[Any, int] = {}
     for row, key in enumerate(keys):
-        first = where.setdefault(key, row)
+        try:
+            first = where.setdefault(key, row)
+        except TypeError as exc:
+            raise InputError(f"{path}: column {id_column!r} holds {type(key).__name__} values, which cannot be "
+                             "row ids (use a column of numbers or strings)") from exc
         if first != row:
             again = [r for r, k in enumerate(keys) if k == key]  # only on the error path
             raise InputError(f"{path}: id {key!r} of column {id_column!r} is on more than one row (rows "

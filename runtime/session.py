@@ -28,7 +28,7 @@ def is_onnxruntime_error(exc: BaseException) -> bool:
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
-    return (text.splitlines() or [type(exc).__name__])[0][:500]
+    return (text.splitlines() or [type(exc).__name__])[0][:500].rstrip(".")
 
 
 def describe_error(exc: BaseException) -> str:
@@ -44,13 +44,17 @@ def is_graph_load_error(exc: BaseException) -> bool:
 
 
 def graph_load_error(model_path: str | Path, exc: BaseException, exported_with: str | None = None) -> BundleError:
-    """A graph onnxruntime cannot load, said with what to do."""
-    version = f"onnxruntime {ort.__version__}"
-    origin = f" (the bundle was exported with onnxruntime {exported_with})" if exported_with else ""
-    return BundleError(f"{model_path}: {version} cannot load this graph{origin}: {describe_error(exc)}. "
-                       "The file may be damaged or hand-edited: re-export the bundle with tommer-export; or the graph "
-                       "needs another onnxruntime: install the version the bundle was exported with "
-                       "(tommer.json, library_versions) or a newer one")
+    """A graph onnxruntime cannot load, said with what to do (``exported_with``: the onnxruntime
+    version of the export, from the manifest)."""
+    here = ort.__version__
+    if exported_with and exported_with != here:
+        todo = (f"the bundle was exported and validated with onnxruntime {exported_with}: install that version or a "
+                "newer one (pip install -U onnxruntime), or re-export the bundle with tommer-export under this one")
+    else:
+        todo = ("re-export the bundle with tommer-export (the graph file is damaged or was changed after export; "
+                "its checksum in tommer.json was rewritten too)" if exported_with else
+                "re-export it with tommer-export, or check that this onnxruntime is the newest")
+    return BundleError(f"{model_path}: onnxruntime {here} cannot load this graph ({describe_error(exc)}): {todo}")
 
 
 def graph_run_error(exc: BaseException, shape: tuple[int, ...], provider: str, batch_tokens: int | None = None) -> GraphRunError:
