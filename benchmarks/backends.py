@@ -135,19 +135,25 @@ class OnnxBackend:
         return {"seconds": dict(s.seconds), "tokens": s.tokens, "padded_tokens": s.padded_tokens, "docs": s.rows}
 
 
+# Every backend, in the order the results list them: a reference path (torch, with its options)
+# or tommer's ONNX path on a provider of tommer.runtime.providers.
+REFERENCE_BACKENDS = {
+    "reference": {"sort": True},
+    "reference-naive": {"sort": False},
+    "torch-bf16-sdpa": {"sort": True, "dtype": "bf16", "device": "cuda"},  # the strongest PyTorch rival, on a GPU
+    "torch-bf16-compile": {"sort": True, "dtype": "bf16", "device": "cuda", "compile_model": True},
+}
+ONNX_BACKENDS = {"onnx-fp32": "cpu", "onnx-int8": "cpu", "onnx-cuda-fp16": "cuda", "onnx-cuda-bf16": "cuda",
+                 "onnx-tensorrt-fp16": "tensorrt"}
+ALL_BACKENDS = ("reference", "reference-naive", *ONNX_BACKENDS, "torch-bf16-sdpa", "torch-bf16-compile")
+
+
 def make_backend(spec: BackendSpec):
-    if spec.name in ("reference", "reference-naive"):
-        return ReferenceBackend(spec, sort=spec.name == "reference")
-    if spec.name in ("torch-bf16-sdpa", "torch-bf16-compile"):  # the strongest PyTorch rival, on a GPU
-        return ReferenceBackend(spec, sort=True, dtype="bf16", device="cuda",
-                                compile_model=spec.name.endswith("compile"))
-    if spec.name in ("onnx-fp32", "onnx-int8"):
-        return OnnxBackend(spec, provider="cpu")
-    if spec.name.startswith("onnx-cuda"):
-        return OnnxBackend(spec, provider="cuda")
-    if spec.name.startswith("onnx-tensorrt"):
-        return OnnxBackend(spec, provider="tensorrt")
-    raise ValueError(f"unknown backend {spec.name}")
+    if spec.name in REFERENCE_BACKENDS:
+        return ReferenceBackend(spec, **REFERENCE_BACKENDS[spec.name])
+    if spec.name in ONNX_BACKENDS:
+        return OnnxBackend(spec, provider=ONNX_BACKENDS[spec.name])
+    raise ValueError(f"unknown backend {spec.name}; expected one of {', '.join(ALL_BACKENDS)}")
 
 
 def skip_reason(name: str, have_int8: bool) -> str | None:

@@ -6,14 +6,13 @@ import json
 import platform
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
-ALL_BACKENDS = ("reference", "reference-naive", "onnx-fp32", "onnx-int8", "onnx-cuda-fp16", "onnx-cuda-bf16",
-                "onnx-tensorrt-fp16", "torch-bf16-sdpa", "torch-bf16-compile")
+from .backends import ALL_BACKENDS
+
 DEFAULT_BACKENDS = "reference,reference-naive,onnx-fp32,onnx-int8"
 app = typer.Typer(add_completion=False, rich_markup_mode=None,
                   help="Measure tommer against the PyTorch reference path on the same texts and weights.")
@@ -48,7 +47,7 @@ def machine_summary(peak: float) -> str:
 def bench(
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="fp32 bundle (its manifest names the backbone and head the reference loads). [default: none; give it or --demo-model]"),
     int8_model: Optional[Path] = typer.Option(None, help="int8 bundle for onnx-int8. [default: none: onnx-int8 is skipped]"),
-    demo_model: Optional[Path] = typer.Option(None, help="Build (once) and use the CPU demo model in this folder: Llama geometry, hidden 512, 8/2 heads, MLP 2048, 6 blocks, layer 4, vocab 32000, random weights; fp32 and int8 bundles."),
+    demo_model: Optional[Path] = typer.Option(None, help="Build (once) and use the CPU demo model in this folder: Llama geometry, hidden 512, 8/2 heads, MLP 2048, 6 blocks, layer 4, vocab 32000, random weights; fp32 and int8 bundles. [default: none]"),
     corpus: Optional[Path] = typer.Option(None, help="Parquet corpus with 'id' and 'text' columns. [default: the synthetic corpus]"),
     synthetic: int = typer.Option(2000, help="Documents in the seeded synthetic corpus (log-normal lengths, median about 45 tokens, tail to about 700)."),
     seed: int = typer.Option(0, help="Seed of the synthetic corpus."),
@@ -141,7 +140,8 @@ def figures(runs: dict[str, list[dict]], src: Path, work: Path, manifest, peak: 
     import pyarrow.parquet as pq
     from transformers import AutoConfig
 
-    from tommer.benchmarks.metrics import backbone_flops, paired_ratios, span_agreement, summarize
+    from tommer.benchmarks.metrics import backbone_flops, paired_ratios, summarize
+    from tommer.runtime.evaluate import span_agreement
 
     config = AutoConfig.from_pretrained(backbone).to_dict()
     n_tokens = pq.read_table(work / f"{next(iter(runs))}.parquet", columns=["n_tokens"]).column("n_tokens").to_pylist()
@@ -167,7 +167,7 @@ def figures(runs: dict[str, list[dict]], src: Path, work: Path, manifest, peak: 
         if reference:
             ref_tps = [x["tokens"] / x["wall_seconds"] for x in runs[reference]]
             entry["ratio_to_reference"] = paired_ratios(tps, ref_tps)
-            entry["agreement"] = span_agreement(ref_spans, read_spans(work / f"{name}.parquet"))
+            entry["agreement"] = span_agreement(ref_spans, read_spans(work / f"{name}.parquet")).figures()
         out[name] = entry
     return out
 

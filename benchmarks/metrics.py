@@ -1,4 +1,8 @@
-"""Figures: backbone FLOPs from a config, span agreement, pairwise ratios, matmul peak."""
+"""Figures: backbone FLOPs from a config, pairwise ratios, matmul peak.
+
+Span agreement is ``tommer.runtime.evaluate.span_agreement`` (one implementation for the
+exporter's validation, ``tommer-eval --against`` and the bench).
+"""
 
 from __future__ import annotations
 
@@ -23,20 +27,6 @@ def backbone_flops(config: dict, lengths: Iterable[int], blocks: int) -> float:
     for n in lengths:
         total += n * per_token + 2 * 2 * d * n * (n + 1) / 2
     return blocks * total
-
-
-def dice(a: set, b: set) -> float:
-    return 1.0 if not a and not b else 2 * len(a & b) / (len(a) + len(b))
-
-
-def span_agreement(reference: Sequence[Sequence[tuple]], other: Sequence[Sequence[tuple]]) -> dict[str, float]:
-    """Exact-match rate of per-document span sets and DICE over all spans (documents keyed by index)."""
-    ref_sets = [set(r) for r in reference]
-    oth_sets = [set(o) for o in other]
-    pooled_ref = {(i, *s) for i, spans in enumerate(ref_sets) for s in spans}
-    pooled_oth = {(i, *s) for i, spans in enumerate(oth_sets) for s in spans}
-    exact = float(np.mean([r == o for r, o in zip(ref_sets, oth_sets)])) if ref_sets else 1.0
-    return {"exact_match_rate": exact, "dice": dice(pooled_ref, pooled_oth)}
 
 
 def summarize(values: Sequence[float]) -> dict[str, float]:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import sys
 import time
-from enum import Enum
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from ..runtime.cli import choices
 from ..runtime.errors import TommerError
+from .spec import DTYPES, QUANTIZATIONS, TARGETS
 
 DEFAULT_BACKBONE = "meta-llama/Llama-3.2-1B"
 DEFAULT_HEAD = "VictorMorand/ToMMeR/ToMMeR-Llama-3.2-1B_L{layer}_R64"  # the model card's repo/subfolder form
@@ -19,19 +20,9 @@ DEFAULT_HEAD = "VictorMorand/ToMMeR/ToMMeR-Llama-3.2-1B_L{layer}_R64"  # the mod
 app = typer.Typer(add_completion=False, rich_markup_mode=None, help="Fuse a layer-truncated LLM and a ToMMeR span head into one validated ONNX bundle.")
 
 
-class DType(str, Enum):
-    fp32 = "fp32"
-    fp16 = "fp16"
-    bf16 = "bf16"
-
-
-class Quantization(str, Enum):
-    int8 = "int8"
-
-
-class Target(str, Enum):
-    onnxruntime = "onnxruntime"
-    tensorrt = "tensorrt"
+DType = choices("DType", DTYPES)
+Quantization = choices("Quantization", QUANTIZATIONS)
+Target = choices("Target", TARGETS)
 
 
 def default_output(backbone: str, layer: int, dtype: str, quantize: str | None) -> str:
@@ -45,9 +36,9 @@ def export(
     backbone: str = typer.Option(DEFAULT_BACKBONE, help="Hugging Face decoder: Hub id or local folder."),
     head: Optional[str] = typer.Option(None, help="llm2ner head: Hub id (owner/name[/subfolder]) or local folder. [default: VictorMorand/ToMMeR/ToMMeR-Llama-3.2-1B_L{layer}_R64; owner/name and owner/ToMMeR/name are both tried]"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Bundle folder to write. [default: ./tommer-<backbone>-L<layer>-<dtype or int8>]"),
-    dtype: DType = typer.Option(DType.fp32, help="Precision of the backbone in the graph (fp16/bf16 for GPUs); the head always runs in fp32."),
+    dtype: DType = typer.Option(DType("fp32"), help="Precision of the backbone in the graph (fp16/bf16 for GPUs); the head always runs in fp32."),
     quantize: Optional[Quantization] = typer.Option(None, help="int8: 8-bit weights for the backbone's MatMuls (MatMulNBits; activations quantized per row at run time), for CPUs; needs --dtype fp32. [default: none]"),
-    target: Target = typer.Option(Target.onnxruntime, help="Runtime the graph is built for. onnxruntime: opset 23 with fused Attention (causal, no mask tensor), RMSNormalization and RotaryEmbedding kernels, for the CPU and CUDA providers. tensorrt: opset 20 standard operators, head inlined, checked against TensorRT 10.1's ONNX parser operator table (also runs on CUDA and CPU, unfused)."),
+    target: Target = typer.Option(Target("onnxruntime"), help="Runtime the graph is built for. onnxruntime: opset 23 with fused Attention (causal, no mask tensor), RMSNormalization and RotaryEmbedding kernels, for the CPU and CUDA providers. tensorrt: opset 20 standard operators, head inlined, checked against TensorRT 10.1's ONNX parser operator table (also runs on CUDA and CPU, unfused)."),
     max_span_tokens: int = typer.Option(32, help="Band width for heads trained without a sliding window (longest span scored, in tokens); windowed heads use window+1."),
     revision: Optional[str] = typer.Option(None, help="Backbone revision (branch, tag or commit) on the Hub. [default: main]"),
     head_revision: Optional[str] = typer.Option(None, help="Head revision on the Hub. [default: main]"),
@@ -83,6 +74,17 @@ def export(
         manifest = export_bundle(options, step=step)
     except TommerError as exc:
         typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from None
+    except Exception as exc:
+        from ..runtime.session import describe_error, is_onnxruntime_error
+
+        if not is_onnxruntime_error(exc):
+            raise
+        import onnxruntime
+
+        typer.echo(f"error: onnxruntime {onnxruntime.__version__} failed on the exported graph ({describe_error(exc)}): "
+                   "try the newest onnxruntime, or --target tensorrt for standard operators; if it persists, it is "
+                   "a tommer-export bug: please report it with this message", err=True)
         raise typer.Exit(code=2) from None
     report = manifest.validation
     size = sum(p.stat().st_size for p in out.iterdir())

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..runtime.bundle import INPUT_NAMES, OUTPUT_NAME
+from ..runtime.bundle import GRAPH_TARGETS, INPUT_NAMES, OUTPUT_NAME
 
 DTYPES = ("fp32", "fp16", "bf16")
 QUANTIZATIONS = ("int8",)
 # onnxruntime: opset-23 fused operators (Attention, RMSNormalization, RotaryEmbedding) for the
 # CPU and CUDA providers; tensorrt: standard operators of the opsets TensorRT's parser reads,
 # head inlined, checked against its supported-operator list.
-TARGETS = ("onnxruntime", "tensorrt")
+TARGETS = GRAPH_TARGETS
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..runtime.decoding import decode_threshold
 from ..runtime.errors import ParityError, collect_and_raise
+from ..runtime.evaluate import span_agreement
 from ..runtime.session import create_session, run_band
 from ..runtime.tokenization import Encoding, pad_batch
 from .spec import ExportSpec
@@ -28,20 +29,10 @@ def span_set(band: np.ndarray, threshold: float) -> set[tuple[int, int]]:
     return set(zip(starts.tolist(), ends.tolist()))
 
 
-def dice(a: set, b: set) -> float:
-    """DICE of two span sets; two empty sets agree fully (1.0)."""
-    return 1.0 if not a and not b else 2 * len(a & b) / (len(a) + len(b))
-
-
 def agreement(reference: list[np.ndarray], other: list[np.ndarray], threshold: float) -> dict[str, float]:
-    """Span-level agreement: exact-match rate of per-text span sets and DICE over all spans."""
-    ref_sets = [span_set(b, threshold) for b in reference]
-    oth_sets = [span_set(b, threshold) for b in other]
-    exact = float(np.mean([r == o for r, o in zip(ref_sets, oth_sets)]))
-    pooled_ref = {(t, *s) for t, spans in enumerate(ref_sets) for s in spans}
-    pooled_oth = {(t, *s) for t, spans in enumerate(oth_sets) for s in spans}
-    return {"exact_match_rate": exact, "dice": dice(pooled_ref, pooled_oth),
-            "reference_spans": len(pooled_ref), "spans": len(pooled_oth)}
+    """Span-level agreement of decoded bands (``runtime.evaluate.span_agreement``), with the span counts."""
+    found = span_agreement([span_set(b, threshold) for b in reference], [span_set(b, threshold) for b in other])
+    return {**found.figures(), "reference_spans": found.spans_first, "spans": found.spans_second}
 
 
 def _batch_layouts(n: int, trace_shape: tuple[int, int]) -> list[tuple[list[int], int]]:

@@ -20,7 +20,7 @@ from .decoding import SELECTORS, STRATEGIES
 from .errors import BundleError, Cancelled, InputError
 from .mentions import MENTION_TYPE, Mention, mention_lists, mentions_array  # noqa: F401 - re-exported
 from .providers import Settings, graph_kind, tensorrt_profiles
-from .session import GPU_PROVIDERS, GraphRunner, open_session
+from .session import GPU_PROVIDERS, GraphRunner, graph_run_error, is_onnxruntime_error, open_session
 from .spans import ChunkText, Hits, band_hits, mentions_column
 from .tokenization import BundleTokenizer
 from .windows import check_window_options, default_overlap, plan_windows
@@ -99,7 +99,8 @@ class Annotator:
                             bundle_id=self.manifest.bundle_id, cuda_graphs=options.cuda_graphs,
                             profiles=tensorrt_profiles(gpu_buckets.shapes(), self.manifest.input_names))
         self.session, self.provider = open_session(self.folder / MODEL_NAME, options.provider, options.threads, kind=kind,
-                                                   settings=settings, tensorrt_ready=self.manifest.graph.tensorrt_ready)
+                                                   settings=settings, tensorrt_ready=self.manifest.graph.tensorrt_ready,
+                                                   exported_with=self.manifest.library_versions.get("onnxruntime"))
         gpu = self.provider in GPU_PROVIDERS
         if options.cuda_graphs and not gpu:
             raise InputError(f"--cuda-graphs needs a GPU provider (cuda or tensorrt); the session runs on {self.provider}")
@@ -136,6 +137,8 @@ class Annotator:
         except Exception as exc:  # onnxruntime's own error type for a terminated run
             if self._cancelled.is_set():
                 raise Cancelled("annotation cancelled while the graph ran") from exc
+            if is_onnxruntime_error(exc) or isinstance(exc, (MemoryError, RuntimeError)):
+                raise graph_run_error(exc, ids.shape, self.provider, self.options.batch_tokens) from exc
             raise
 
     @classmethod

@@ -13,6 +13,7 @@ from pathlib import Path
 from .errors import InputError
 
 Spans = list[tuple[int, int]]
+SUFFIXES = (".conll", ".bio", ".iob", ".txt")  # gold files read as BIO by tommer-eval
 
 
 def _close(spans: Spans, open_at: int | None, end: int) -> None:

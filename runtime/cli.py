@@ -8,19 +8,24 @@ import threading
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import Iterable, Optional
 
 import typer
+
+from .decoding import STRATEGIES
+from .providers import AUTO_ORDER
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None,
                   help="Annotate Parquet or JSON Lines corpora with a tommer bundle: every mention of every document, to Parquet.")
 
 
-class Decoding(str, Enum):
-    threshold = "threshold"
-    greedy = "greedy"
-    flat = "flat"
-    nested = "nested"
+def choices(name: str, values: Iterable[str]) -> type[Enum]:
+    """A ``str`` Enum of ``values`` for a Typer option, so the CLI's choices are the runtime's constants."""
+    return Enum(name, {v: v for v in values}, type=str, module=__name__)
+
+
+Decoding = choices("Decoding", STRATEGIES)
+Provider = choices("Provider", ("auto", *AUTO_ORDER))
 
 
 class Engine(str, Enum):
@@ -28,14 +33,7 @@ class Engine(str, Enum):
     ray = "ray"
 
 
-class Provider(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-    tensorrt = "tensorrt"
-
-
-DEFAULT_CHUNK_ROWS = {"cpu": 2048, "cuda": 16384, "tensorrt": 16384}
+DEFAULT_CHUNK_ROWS = {"cpu": 2048, "cuda": 16384, "tensorrt": 16384}  # one per provider of AUTO_ORDER
 
 
 def _columns(value: Optional[str]) -> Optional[list[str]]:
@@ -49,14 +47,14 @@ def annotate(
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Output file (*.parquet, one input) or folder (one output per input file, same relative names, .parquet); local or a URL. [default: <input>.mentions.parquet beside a single input file]"),
     text_column: Optional[str] = typer.Option(None, help="Column holding the text; a dotted name reaches a nested field (meta.body). [default: 'text'; if absent, the only string column]"),
     columns: Optional[str] = typer.Option(None, help="Comma-separated input columns to keep in the output, e.g. 'id'. [default: all]"),
-    decoding: Decoding = typer.Option(Decoding.threshold, help="threshold: every span above the threshold (nested and overlapping kept); greedy: best first, no overlap; flat: best non-overlapping total; nested: best well-nested set."),
+    decoding: Decoding = typer.Option(Decoding("threshold"), help="threshold: every span above the threshold (nested and overlapping kept); greedy: best first, no overlap; flat: best non-overlapping total; nested: best well-nested set."),
     threshold: float = typer.Option(0.5, help="Keep spans with probability strictly above this."),
     keep_candidates: Optional[float] = typer.Option(None, help="Also write a 'candidates' column with every span above this floor, to re-threshold later without the model. [default: off]"),
     max_tokens: Optional[int] = typer.Option(None, help="Tokens per window, BOS included; longer documents are cut into overlapping windows, never truncated. [default: from the bundle]"),
     window_overlap: Optional[int] = typer.Option(None, help="Tokens shared by consecutive windows (at least the band width + 1). [default: 128, or a quarter of --max-tokens when that is smaller, never below the band width + 1]"),
     batch_tokens: Optional[int] = typer.Option(None, help="Token budget of a batch, padding included. [default: 512 on cpu (fastest measured: activations stay in cache), 65536 on cuda/tensorrt]"),
     chunk_rows: Optional[int] = typer.Option(None, help="Rows read, sorted by length and written per part (the look-ahead pool the batches are cut from; also the resume granularity). GPU budgets need a large pool: with 2,048 rows and 65,536-token batches only 64% of the tokens fed were real on the benchmark corpus, 92% with 16,384 (benchmarks/results/buckets.md). [default: 2048 on cpu, 16384 on cuda/tensorrt]"),
-    provider: Provider = typer.Option(Provider.auto, help="onnxruntime execution provider; auto picks tensorrt, then cuda, then cpu; a named provider that is missing is an error."),
+    provider: Provider = typer.Option(Provider("auto"), help=f"onnxruntime execution provider; auto picks {', then '.join(AUTO_ORDER)} (the first that loads and suits the bundle); a named provider that is missing is an error."),
     threads: int = typer.Option(0, help="onnxruntime intra-op threads; 0 lets onnxruntime use every core."),
     buckets: Optional[bool] = typer.Option(None, "--buckets/--no-buckets", help="Shape buckets: window lengths rounded up to a ladder of 4 sizes per doubling and fixed rows per size, so the graph sees a small fixed set of shapes (TensorRT profiles, CUDA graphs). [default: on for cuda/tensorrt, off on cpu]"),
     io_binding: bool = typer.Option(True, "--io-binding/--no-io-binding", help="Run through onnxruntime IO binding with buffers made once per batch shape (on CUDA: device buffers, one copy of the band back)."),

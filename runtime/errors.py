@@ -26,6 +26,10 @@ class ExportError(TommerError):
     """A model cannot be exported as asked (architecture, layer, head, access)."""
 
 
+class GraphRunError(TommerError):
+    """onnxruntime failed while running the graph (out of memory, a provider error)."""
+
+
 class Interrupted(KeyboardInterrupt):
     """A stop asked by a signal (SIGINT: Ctrl-C, SIGTERM: schedulers); ``kept`` says what finished work remains."""
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Hashable, Iterable, Sequence
 
 import numpy as np
 
@@ -57,17 +57,56 @@ def score(preds: Sequence[Spans], golds: Sequence[Spans]) -> dict[str, object]:
 
 
 def dice(a: set, b: set) -> float:
+    """DICE of two span sets; two empty sets agree fully (1.0)."""
     return 1.0 if not a and not b else 2 * len(a & b) / (len(a) + len(b))
 
 
+@dataclass(frozen=True)
+class Agreement:
+    """Span agreement of two runs over the same documents.
+
+    The one implementation: the exporter's validation, ``tommer-eval --against`` and
+    ``tommer-bench`` all call ``span_agreement``.
+    """
+
+    documents: int
+    exact_match_rate: float  # share of documents whose span sets are equal (1.0 with no documents)
+    dice: float  # micro: over every span of every document, a span counting only in its own document
+    per_document: list[float]  # DICE of each document's two span sets
+    spans_first: int  # distinct spans of each run, summed over documents
+    spans_second: int
+
+    def figures(self) -> dict[str, float]:
+        """The two headline figures, as manifests, bench results and eval reports write them."""
+        return {"exact_match_rate": self.exact_match_rate, "dice": self.dice}
+
+
+def span_agreement(first: Sequence[Iterable[Hashable]], second: Sequence[Iterable[Hashable]]) -> Agreement:
+    """Exact-match rate of per-document span sets, and DICE micro over all spans and per document.
+
+    Documents are matched by position; spans (``(start, end)`` or any hashable) are compared as
+    sets within each document. Two empty documents agree fully.
+    """
+    if len(first) != len(second):
+        raise ValueError(f"span agreement needs the same documents in both runs: {len(first)} and {len(second)}")
+    per_doc, same, common, n_first, n_second = [], 0, 0, 0, 0
+    for spans_a, spans_b in zip(first, second):
+        a, b = set(spans_a), set(spans_b)
+        both = len(a & b)
+        per_doc.append(1.0 if not a and not b else 2 * both / (len(a) + len(b)))
+        same += a == b
+        common, n_first, n_second = common + both, n_first + len(a), n_second + len(b)
+    return Agreement(documents=len(per_doc), exact_match_rate=same / len(per_doc) if per_doc else 1.0,
+                     dice=2 * common / (n_first + n_second) if n_first + n_second else 1.0,
+                     per_document=per_doc, spans_first=n_first, spans_second=n_second)
+
+
 def agreement(first: Sequence[Spans], second: Sequence[Spans], ids: Sequence[object], worst: int = 10) -> dict[str, object]:
-    """Exact-match rate per document, DICE of all spans, and the documents that differ most."""
-    per_doc = [dice(set(a), set(b)) for a, b in zip(first, second)]
-    pooled_a = {(i, *s) for i, spans in enumerate(first) for s in spans}
-    pooled_b = {(i, *s) for i, spans in enumerate(second) for s in spans}
+    """``span_agreement`` of two runs, and the ``worst`` documents that differ most (lowest DICE)."""
+    found = span_agreement(first, second)
+    per_doc = found.per_document
     order = np.argsort(per_doc, kind="stable")[:worst]
-    return {"documents": len(per_doc), "exact_match_rate": float(np.mean([d == 1.0 for d in per_doc])) if per_doc else 1.0,
-            "dice": dice(pooled_a, pooled_b),
+    return {"documents": found.documents, **found.figures(),
             "most_different": [{"row": ids[i], "dice": per_doc[i], "only_first": sorted(set(first[i]) - set(second[i])),
                                 "only_second": sorted(set(second[i]) - set(first[i]))} for i in order if per_doc[i] < 1.0]}
 

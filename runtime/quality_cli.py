@@ -9,6 +9,7 @@ from typing import Any, Optional
 
 import typer
 
+from .bio import SUFFIXES as BIO_SUFFIXES
 from .errors import InputError, TommerError
 
 eval_app = typer.Typer(add_completion=False, rich_markup_mode=None,
@@ -23,7 +24,12 @@ def _files(source: str) -> tuple[list[Path], Path | None]:
     return resolve_inputs(source)
 
 
-def _read(path: Path, columns: list[str]) -> dict[str, list]:
+def _read(path: Path, columns: list[str], required: dict[str, str] | None = None) -> dict[str, list]:
+    """The ``columns`` of ``path`` that it has, as Python lists.
+
+    ``required`` maps columns that must be there to the option that named them (``--id-column``):
+    a missing one is an ``InputError`` naming the file, the column and the columns it has.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -31,7 +37,10 @@ def _read(path: Path, columns: list[str]) -> dict[str, list]:
         schema = pq.read_schema(path)
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"{path}: not a readable Parquet file ({exc})") from exc
-    present = [c for c in columns if c in schema.names]
+    for column, option in (required or {}).items():
+        if column not in schema.names:
+            raise InputError(f"{path}: no column {column!r} ({option}); its columns: {', '.join(schema.names)}")
+    present = [c for c in dict.fromkeys(columns) if c in schema.names]
     table = pq.read_table(path, columns=present)
     return {c: table.column(c).to_pylist() for c in present}
 
@@ -43,23 +52,39 @@ def _spans(rows: list, path: Path, column: str) -> list[list[tuple[int, int]]]:
         raise InputError(f"{path}: column {column!r} is not a list of {{start, end, ...}} spans ({exc})") from exc
 
 
+def _rows_by_id(keys: list, path: Path | str, id_column: str) -> dict[Any, int]:
+    """Row number of each id (one pass); an id on two rows is an error naming it and its rows."""
+    where: dict[Any, int] = {}
+    for row, key in enumerate(keys):
+        try:
+            first = where.setdefault(key, row)
+        except TypeError as exc:
+            raise InputError(f"{path}: column {id_column!r} holds {type(key).__name__} values, which cannot be "
+                             "row ids (use a column of numbers or strings)") from exc
+        if first != row:
+            again = [r for r, k in enumerate(keys) if k == key]  # only on the error path
+            raise InputError(f"{path}: id {key!r} of column {id_column!r} is on more than one row (rows "
+                             f"{', '.join(map(str, again[:10]))}{', ...' if len(again) > 10 else ''}): "
+                             "ids must be unique to match rows")
+    return where
+
+
 def _aligned(first: dict, second: dict, f_path: Path, s_path: str, id_column: str | None,
              text_column: str) -> tuple[list[int], list[int], list[Any]]:
-    """Row indices of ``first`` and ``second`` that belong together, and the row ids."""
+    """Row indices of ``first`` and ``second`` that belong together, and the row ids (linear time)."""
     n1 = len(next(iter(first.values()), []))
     n2 = len(next(iter(second.values()), []))
     if id_column:
         for d, p in ((first, f_path), (second, s_path)):
             if id_column not in d:
-                raise InputError(f"{p}: no id column {id_column!r}")
-        where = {}
-        for j, key in enumerate(second[id_column]):
-            if key in where:
-                raise InputError(f"{s_path}: id {key!r} appears twice in column {id_column!r}")
-            where[key] = j
+                raise InputError(f"{p}: no column {id_column!r} (--id-column)")
+        _rows_by_id(first[id_column], f_path, id_column)
+        where = _rows_by_id(second[id_column], s_path, id_column)
         missing = [k for k in first[id_column] if k not in where]
         if missing:
             raise InputError(f"{s_path}: {len(missing)} id(s) of {f_path} are missing, e.g. {missing[:5]}")
+        if n2 > n1:
+            typer.echo(f"note: {n2 - n1} row(s) of {s_path} have no row in {f_path} and are not counted", err=True)
         left, right, ids = list(range(n1)), [where[k] for k in first[id_column]], list(first[id_column])
     else:
         if n1 != n2:
@@ -94,10 +119,10 @@ def _table(title: str, report: dict[str, Any]) -> str:
 @eval_app.command()
 def evaluate(
     predictions: str = typer.Argument(..., help="tommer-annotate output: a Parquet file or a folder of them."),
-    gold: Optional[str] = typer.Option(None, help="Gold: Parquet with a span column (same struct as 'mentions'; file or folder with the same relative names), or a CoNLL-style BIO file (.conll, .bio, .iob)."),
-    against: Optional[str] = typer.Option(None, help="Another run's output: report exact-match rate, DICE and the rows that differ most."),
-    sweep: bool = typer.Option(False, "--sweep", help="P/R/F1 per threshold from the 'candidates' column (tommer-annotate --keep-candidates), and a PNG precision-recall curve."),
-    id_column: Optional[str] = typer.Option(None, help="Match rows by this column. [default: by position]"),
+    gold: Optional[str] = typer.Option(None, help=f"Gold: Parquet with a span column (same struct as 'mentions'; file or folder with the same relative names), or a CoNLL-style BIO file ({', '.join(BIO_SUFFIXES)}). [default: none]"),
+    against: Optional[str] = typer.Option(None, help="Another run's output: report exact-match rate, DICE and the rows that differ most. [default: none]"),
+    sweep: bool = typer.Option(False, "--sweep", help="P/R/F1 per threshold from the 'candidates' column (tommer-annotate --keep-candidates FLOOR; thresholds from FLOOR up), and a PNG precision-recall curve."),
+    id_column: Optional[str] = typer.Option(None, help="Match rows by this column (its values must be unique in each file). [default: by position]"),
     text_column: str = typer.Option("text", help="Text column; when both files have it, rows whose texts differ are an error."),
     gold_column: str = typer.Option("mentions", help="Span column of a Parquet gold file."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the figures as JSON; its top level holds the micro exact-boundary precision, recall and f1. [default: none]"),
@@ -105,18 +130,19 @@ def evaluate(
     worst: int = typer.Option(10, help="Rows listed as differing most, with --against."),
 ) -> None:
     """Score PREDICTIONS against --gold (exact and partial boundaries), or compare them with --against."""
-    from . import evaluate as ev
-
     if (gold is None) == (against is None):
         raise typer.BadParameter("give exactly one of --gold and --against")
     try:
         result = _agreement(predictions, against, id_column, text_column, worst) if against else \
             _gold(predictions, gold, id_column, text_column, gold_column, sweep, plot)
+        if json_path:
+            try:
+                json_path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+            except OSError as exc:
+                raise InputError(f"--json {json_path}: cannot write it ({exc})") from exc
     except TommerError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None
-    if json_path:
-        json_path.write_text(json.dumps(result, indent=2, default=str) + "\n")
 
 
 def _gold(predictions: str, gold: str, id_column, text_column, gold_column, sweep, plot) -> dict[str, Any]:
@@ -125,39 +151,46 @@ def _gold(predictions: str, gold: str, id_column, text_column, gold_column, swee
 
     per_file, all_pred, all_gold, all_cands, floors = {}, [], [], [], []
     for p_path, g_path in _pairs(predictions, gold):
-        pred = _read(p_path, [c for c in (id_column, text_column, "mentions", "candidates") if c])
+        bio = g_path.suffix.lower() in BIO_SUFFIXES
+        if bio and id_column:
+            raise InputError(f"{g_path}: a BIO file has no ids, its sentences are matched by position: drop --id-column")
+        pred = _read(p_path, [c for c in (id_column, text_column, "mentions", "candidates") if c],
+                     {id_column: "--id-column"} if id_column else None)
         if "mentions" not in pred:
             raise InputError(f"{p_path}: no 'mentions' column (is it a tommer-annotate output?)")
-        if g_path.suffix.lower() in (".conll", ".bio", ".iob", ".txt"):
+        if bio:
             texts, spans = read_bio(g_path)
             g = {text_column: texts, "spans": spans}
             left, right, _ = _aligned(pred, g, p_path, str(g_path), None, text_column)
             golds = [spans[j] for j in right]
         else:
-            g = _read(g_path, [c for c in (id_column, text_column, gold_column) if c])
+            g = _read(g_path, [c for c in (id_column, text_column, gold_column) if c],
+                      {id_column: "--id-column"} if id_column else None)
             if gold_column not in g:
                 raise InputError(f"{g_path}: no gold column {gold_column!r}; pass --gold-column")
             left, right, _ = _aligned(pred, g, p_path, str(g_path), id_column, text_column)
             g_spans = _spans(g[gold_column], g_path, gold_column)
             golds = [g_spans[j] for j in right]
-        preds = [_spans(pred["mentions"], p_path, "mentions")[i] for i in left]
+        p_spans = _spans(pred["mentions"], p_path, "mentions")  # parsed once, then picked by row
+        preds = [p_spans[i] for i in left]
         per_file[str(p_path)] = ev.score(preds, golds)
         typer.echo(_table(f"{p_path} against {g_path}", per_file[str(p_path)]))
         all_pred += preds
         all_gold += golds
         if sweep:
-            if "candidates" not in pred:
-                raise InputError(f"{p_path}: --sweep needs a 'candidates' column: run tommer-annotate with --keep-candidates FLOOR")
-            all_cands += [[(m["start"], m["end"], m["score"]) for m in (pred["candidates"][i] or [])] for i in left]
-            floors.append(_candidate_floor(p_path))
+            cands, floor = _candidates(p_path, pred)
+            all_cands += [cands[i] for i in left]
+            floors.append(floor)
     result = ev.score(all_pred, all_gold)
     result["files"] = per_file
     if len(per_file) > 1:
         typer.echo(_table("all files", result))
     if sweep:
-        floor = max(floors, default=0.0)  # below the --keep-candidates floor the figures would be wrong
+        floor = max(floors, default=0.0)  # below the highest floor some file's candidates are missing
         thresholds = [t / 100 for t in range(5, 100, 5) if t / 100 >= floor - 1e-9]
+        result["sweep_floor"] = floor
         result["sweep"] = ev.sweep(all_cands, all_gold, thresholds)
+        typer.echo(f"  sweep from the candidates' floor {floor:g} (--keep-candidates)")
         typer.echo("  threshold  precision  recall     f1")
         for row in result["sweep"]:
             typer.echo(f"  {row['threshold']:9.2f}  {row['precision']:9.3f}  {row['recall']:6.3f}  {row['f1']:6.3f}")
@@ -167,15 +200,46 @@ def _gold(predictions: str, gold: str, id_column, text_column, gold_column, swee
     return result
 
 
-def _candidate_floor(path: Path) -> float:
-    """The --keep-candidates floor recorded by tommer-annotate in the file's metadata (0 if absent)."""
+HOW_TO_KEEP = ("re-run tommer-annotate with --keep-candidates FLOOR (e.g. --keep-candidates 0.05 keeps every span "
+               "scored above 0.05, and the sweep starts there)")
+
+
+def _candidates(path: Path, pred: dict[str, list]) -> tuple[list[list[tuple[int, int, float]]], float]:
+    """The candidate spans of each row and the floor they were kept above.
+
+    A file written without ``--keep-candidates`` has no candidates: an error saying how to get
+    them. When the floor is not recorded (tables written by the Python API, Ray, other tools),
+    the lowest candidate score is used: every span above it is known to be there.
+    """
+    if "candidates" not in pred:
+        raise InputError(f"{path}: --sweep needs the candidate spans, and this output has no 'candidates' column "
+                         f"(it was written without --keep-candidates): {HOW_TO_KEEP}")
+    try:
+        cands = [[(int(m["start"]), int(m["end"]), float(m["score"])) for m in (doc or [])] for doc in pred["candidates"]]
+    except (TypeError, KeyError) as exc:
+        raise InputError(f"{path}: column 'candidates' is not a list of {{start, end, score, ...}} spans ({exc})") from exc
+    floor = _candidate_floor(path)
+    if floor is None:
+        scores = [p for doc in cands for _, _, p in doc]
+        if not scores:
+            raise InputError(f"{path}: the 'candidates' column is empty and its --keep-candidates floor is not "
+                             f"recorded in the file's metadata: nothing to sweep; {HOW_TO_KEEP}")
+        floor = min(scores)
+        typer.echo(f"note: {path} does not record its --keep-candidates floor; the sweep starts at its lowest "
+                   f"candidate score {floor:.3f} (spans scored below may be missing)", err=True)
+    return cands, floor
+
+
+def _candidate_floor(path: Path) -> float | None:
+    """The --keep-candidates floor tommer-annotate recorded in the file's metadata (None if not recorded)."""
     import pyarrow.parquet as pq
 
     meta = pq.read_schema(path).metadata or {}
     try:
-        return float(json.loads(meta[b"tommer"]).get("keep_candidates") or 0.0)
-    except (KeyError, ValueError):
-        return 0.0
+        floor = json.loads(meta[b"tommer"]).get("keep_candidates")
+        return None if floor is None else float(floor)
+    except (KeyError, ValueError, TypeError, AttributeError):
+        return None
 
 
 def _pr_curve(rows: list[dict], path: Path) -> bool:
@@ -196,6 +260,7 @@ def _pr_curve(rows: list[dict], path: Path) -> bool:
     ax.set_title("precision-recall over thresholds (exact boundaries)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
     return True
 
 
@@ -203,9 +268,13 @@ def _agreement(predictions: str, against: str, id_column, text_column, worst: in
     from . import evaluate as ev
 
     firsts, seconds, ids = [], [], []
+    required = {id_column: "--id-column"} if id_column else None
     for p_path, o_path in _pairs(predictions, against):
-        first = _read(p_path, [c for c in (id_column, text_column, "mentions") if c])
-        second = _read(o_path, [c for c in (id_column, text_column, "mentions") if c])
+        first = _read(p_path, [c for c in (id_column, text_column, "mentions") if c], required)
+        second = _read(o_path, [c for c in (id_column, text_column, "mentions") if c], required)
+        for d, path in ((first, p_path), (second, o_path)):
+            if "mentions" not in d:
+                raise InputError(f"{path}: no 'mentions' column (is it a tommer-annotate output?)")
         left, right, keys = _aligned(first, second, p_path, str(o_path), id_column, text_column)
         a, b = _spans(first["mentions"], p_path, "mentions"), _spans(second["mentions"], o_path, "mentions")
         firsts += [a[i] for i in left]
@@ -239,21 +308,24 @@ def show(
 
     try:
         path = Path(predictions)
-        data = _read(path, [c for c in (text_column, "mentions", id_column) if c])
-        if "mentions" not in data or text_column not in data:
-            raise InputError(f"{path}: needs columns 'mentions' and {text_column!r} (annotate without dropping the text, "
-                             "or pass --text-column)")
+        data = _read(path, [c for c in (text_column, "mentions", id_column) if c],
+                     {"mentions": "is it a tommer-annotate output?", text_column: "--text-column; annotate without "
+                      "dropping the text", **({id_column: "--id-column"} if id_column else {})})
         keep = [i for i, m in enumerate(data["mentions"])
                 if len(m or []) >= min_mentions and (max_mentions is None or len(m or []) <= max_mentions)]
         chosen = sorted(random.Random(seed).sample(keep, min(rows, len(keep)))) if sample else keep[:rows]
         names = data[id_column] if id_column else list(range(len(data["mentions"])))
         page = render_page(f"tommer mentions: {path.name}",
                            [(names[i], data[text_column][i], data["mentions"][i] or []) for i in chosen],
-                           note=f"{len(chosen)} of {len(data['mentions'])} documents; hover a highlight for its mentions and scores")
+                           note=f"{len(chosen)} of {len(data['mentions'])} documents; hover a highlight for its mentions and scores",
+                           fold_chars=fold_chars)
+        try:
+            output.write_text(page, encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"--output {output}: cannot write it ({exc})") from exc
     except TommerError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None
-    output.write_text(page, encoding="utf-8")
     typer.echo(f"wrote {output} ({len(chosen)} documents)")
 
 
@@ -265,5 +337,15 @@ def show_main() -> None:
     show_app(prog_name="tommer-show")
 
 
+def module_main(argv: list[str] | None = None) -> None:
+    """``python -m tommer.runtime.quality_cli [eval|show] ARGS``: ``show`` runs tommer-show, else tommer-eval."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    prog = "python -m tommer.runtime.quality_cli"
+    if args[:1] == ["show"]:
+        show_app(args=args[1:], prog_name=f"{prog} show")
+    else:
+        eval_app(args=args[1:] if args[:1] == ["eval"] else args, prog_name=f"{prog} eval")
+
+
 if __name__ == "__main__":
-    sys.exit(eval_main() if sys.argv[1:2] != ["show"] else show_main())
+    module_main()

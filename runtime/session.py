@@ -8,21 +8,84 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from .errors import InputError
+from .errors import BundleError, GraphRunError, InputError
 from .providers import Settings, candidates, check_loaded, profile
 
 GPU_PROVIDERS = ("cuda", "tensorrt")
 
+# onnxruntime's error types that say the graph itself cannot be loaded (whatever the provider):
+# a damaged or truncated file, a graph or an operator this onnxruntime does not know.
+GRAPH_LOAD_ERRORS = ("InvalidProtobuf", "InvalidGraph", "NoSuchFile", "NoModel", "NotImplemented")
+OUT_OF_MEMORY_SIGNS = ("out of memory", "failed to allocate", "bad_alloc", "bad allocation", "alloc_failed",
+                       "cudaerrormemoryallocation", "cuda_error_out_of_memory", "std::bad_alloc")
+
+
+def is_onnxruntime_error(exc: BaseException) -> bool:
+    """An exception onnxruntime raised: its own types (``onnxruntime.capi.onnxruntime_pybind11_state``:
+    Fail, InvalidArgument, RuntimeException, ...), matched by module since they share no base class."""
+    return type(exc).__module__.split(".")[0] == "onnxruntime"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines() or [type(exc).__name__])[0][:500].rstrip(".")
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Type: first line of the message`` (onnxruntime's messages can run over many lines)."""
+    return f"{type(exc).__name__}: {_first_line(exc)}"
+
+
+def is_graph_load_error(exc: BaseException) -> bool:
+    """onnxruntime could not read the graph (not a provider failing to start)."""
+    if not is_onnxruntime_error(exc):
+        return False
+    return type(exc).__name__ in GRAPH_LOAD_ERRORS or "load model" in str(exc).lower()
+
+
+def graph_load_error(model_path: str | Path, exc: BaseException, exported_with: str | None = None) -> BundleError:
+    """A graph onnxruntime cannot load, said with what to do (``exported_with``: the onnxruntime
+    version of the export, from the manifest)."""
+    here = ort.__version__
+    if exported_with and exported_with != here:
+        todo = (f"the bundle was exported and validated with onnxruntime {exported_with}: install that version or a "
+                "newer one (pip install -U onnxruntime), or re-export the bundle with tommer-export under this one")
+    else:
+        todo = ("re-export the bundle with tommer-export (the graph file is damaged or was changed after export; "
+                "its checksum in tommer.json was rewritten too)" if exported_with else
+                "re-export it with tommer-export, or check that this onnxruntime is the newest")
+    return BundleError(f"{model_path}: onnxruntime {here} cannot load this graph ({describe_error(exc)}): {todo}")
+
+
+def graph_run_error(exc: BaseException, shape: tuple[int, ...], provider: str, batch_tokens: int | None = None) -> GraphRunError:
+    """onnxruntime failed while running a batch: out of memory (with the options that shrink what one run
+    holds) or anything else (with the batch and provider), instead of onnxruntime's traceback."""
+    message = _first_line(exc)
+    rows, width = (tuple(shape) + (0, 0))[:2]
+    batch = f"a batch of {rows} x {width} tokens on the {provider} provider"
+    if isinstance(exc, MemoryError) or any(sign in str(exc).lower() for sign in OUT_OF_MEMORY_SIGNS):
+        budget = f" (now {batch_tokens})" if batch_tokens else ""
+        return GraphRunError(f"out of memory running {batch} ({message}): lower --batch-tokens{budget} to run "
+                             "smaller batches, --chunk-rows to hold fewer rows at once, or --max-tokens for shorter "
+                             "windows; on a GPU, also check that no other process holds its memory")
+    return GraphRunError(f"onnxruntime failed running {batch}: {describe_error(exc)}. Try --provider cpu "
+                         "to tell a provider problem from a graph problem; re-export the bundle with tommer-export "
+                         "if it persists")
+
 
 def open_session(model_path: str | Path, provider: str = "auto", threads: int = 0, low_memory: bool = False,
                  kind: str | None = None, settings: Settings | None = None,
-                 tensorrt_ready: bool = True) -> tuple[ort.InferenceSession, str]:
+                 tensorrt_ready: bool = True, exported_with: str | None = None) -> tuple[ort.InferenceSession, str]:
     """A session on ``provider`` (``auto``: the first of tensorrt, cuda, cpu that really loads), and its name.
 
     ``kind`` (``fp32``, ``fp16``, ``bf16``, ``int8``; from the bundle's manifest) restricts the
     providers to those the graph suits. After creation the session's providers are checked:
     a named GPU provider that did not load raises ``InputError`` saying why; ``auto`` moves on
     to the next provider. ``low_memory`` skips the pre-packed copies of the weights.
+
+    A graph onnxruntime cannot load (damaged file, unknown operator or opset) raises
+    ``BundleError`` at once, naming the file and what to do; ``exported_with`` is the
+    onnxruntime version the bundle was exported with, for that message.
     """
     names = candidates(provider, ort.get_available_providers(), kind, tensorrt_ready)
     failures = []
@@ -43,8 +106,11 @@ def open_session(model_path: str | Path, provider: str = "auto", threads: int = 
                 raise
             failures.append(str(exc))
         except Exception as exc:  # onnxruntime raises its own types for a provider that fails to start
+            if is_graph_load_error(exc) or (name == "cpu" and is_onnxruntime_error(exc)):
+                raise graph_load_error(model_path, exc, exported_with) from exc  # no provider reads it
             if provider != "auto" or name == "cpu":
-                raise InputError(f"{model_path}: onnxruntime could not create a {name} session: {exc}") from exc
+                raise InputError(f"{model_path}: onnxruntime could not create a {name} session: "
+                                 f"{describe_error(exc)}") from exc
             failures.append(f"{name}: {exc}")
     raise InputError("no provider could run the graph:\n" + "\n".join(f"  - {f}" for f in failures))
 

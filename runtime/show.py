@@ -56,8 +56,9 @@ def render_document(row_id: object, text: str | None, mentions: Sequence[dict], 
             f'{listing}</div>')
 
 
-def render_page(title: str, rows: Sequence[tuple[object, str | None, Sequence[dict]]], note: str = "") -> str:
-    docs = "\n".join(render_document(*row) for row in rows)
+def render_page(title: str, rows: Sequence[tuple[object, str | None, Sequence[dict]]], note: str = "",
+                fold_chars: int = 1500) -> str:
+    docs = "\n".join(render_document(*row, fold_chars=fold_chars) for row in rows)
     return (f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
             f"<p class=\"meta\">{html.escape(note)}</p>\n{docs}\n</body></html>\n")

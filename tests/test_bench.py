@@ -11,7 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from tommer.benchmarks.corpus import synthetic_texts
-from tommer.benchmarks.metrics import backbone_flops, dice, paired_ratios, span_agreement
+from tommer.benchmarks.metrics import backbone_flops, paired_ratios
+from tommer.runtime.evaluate import dice, span_agreement
 
 
 def test_backbone_flops_by_hand():
@@ -30,8 +31,15 @@ def test_dice_and_agreement():
     assert dice(set(), set()) == 1.0 and dice({1}, set()) == 0.0
     assert dice({1, 2}, {2, 3}) == pytest.approx(0.5)
     agree = span_agreement([[(0, 4), (5, 9)], [], [(1, 2)]], [[(0, 4), (5, 9)], [], [(1, 3)]])
-    assert agree["exact_match_rate"] == pytest.approx(2 / 3)
-    assert agree["dice"] == pytest.approx(2 * 2 / (3 + 3))
+    assert agree.exact_match_rate == pytest.approx(2 / 3)
+    assert agree.dice == pytest.approx(2 * 2 / (3 + 3))
+    assert agree.per_document == [1.0, 1.0, 0.0] and (agree.spans_first, agree.spans_second) == (3, 3)
+    assert agree.figures() == {"exact_match_rate": agree.exact_match_rate, "dice": agree.dice}
+    # micro DICE: a span counts only in its own document (the same span in another document is no match)
+    assert span_agreement([[(0, 4)], []], [[], [(0, 4)]]).dice == 0.0
+    assert span_agreement([], []).figures() == {"exact_match_rate": 1.0, "dice": 1.0}
+    with pytest.raises(ValueError, match="same documents"):
+        span_agreement([[]], [])
 
 
 def test_ratios_are_paired_run_by_run():

@@ -88,3 +88,105 @@ def test_provider_options_caches_precision_and_profiles(tmp_path):
     cuda = provider_options("cuda", Settings())
     assert cuda["use_tf32"] == "0" and cuda["enable_cuda_graph"] == "0"
     assert provider_options("cpu", Settings()) == {}
+
+
+def damaged_copy(bundle, tmp_path):
+    """A copy of ``bundle`` whose graph file is cut in half, re-hashed so the bundle's own checks pass
+    (what a bad copy made before hashing, or an onnxruntime that cannot read the graph, looks like)."""
+    import shutil
+
+    from tommer.runtime.bundle import read_manifest, write_manifest
+
+    bad = tmp_path / "damaged"
+    shutil.copytree(bundle, bad)
+    data = (bad / "model.onnx").read_bytes()
+    (bad / "model.onnx").write_bytes(data[: len(data) // 2])
+    write_manifest(bad, read_manifest(bad, verify=False))
+    return bad
+
+
+def corpus_file(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    src = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"id": [0, 1], "text": ["John lives in Paris.", "Marie Curie"]}), src)
+    return src
+
+
+def test_a_graph_onnxruntime_cannot_load_is_a_bundle_error_with_what_to_do(tiny_bundle, tmp_path):
+    import subprocess
+    import sys
+
+    from tommer.runtime.annotator import Annotator
+    from tommer.runtime.errors import BundleError
+
+    bad = damaged_copy(tiny_bundle, tmp_path)
+    for provider in ("auto", "cpu"):
+        with pytest.raises(BundleError, match=rf"{bad / 'model.onnx'}: onnxruntime {ort.__version__} cannot load "
+                                              r"this graph \(InvalidProtobuf: .*\): re-export the bundle with "
+                                              r"tommer-export"):
+            Annotator.from_bundle(bad, provider=provider)
+    out = subprocess.run([sys.executable, "-m", "tommer.runtime.cli", str(corpus_file(tmp_path)), "--model", str(bad),
+                          "--output", str(tmp_path / "out.parquet")], capture_output=True, text=True)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "cannot load this graph" in out.stderr and "tommer-export" in out.stderr
+    assert not (tmp_path / "out.parquet").exists()
+    from tommer.runtime.session import graph_load_error
+
+    older = graph_load_error(bad / "model.onnx", ort.capi.onnxruntime_pybind11_state.Fail("opset 99"), "9.0.0")
+    assert "exported and validated with onnxruntime 9.0.0: install that version or a newer one" in str(older)
+
+
+class FailingSession:
+    """A session whose runs fail the way onnxruntime's do."""
+
+    def __init__(self, exc):
+        self.exc = exc
+
+    def run(self, *_args, **_kwargs):
+        raise self.exc
+
+
+def test_onnxruntime_errors_while_running_say_what_to_do(tiny_bundle):
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    from tommer.runtime.annotator import Annotator
+    from tommer.runtime.errors import GraphRunError
+    from tommer.runtime.session import GraphRunner
+
+    annotator = Annotator.from_bundle(tiny_bundle, provider="cpu")
+    oom = state.RuntimeException("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Non-zero status code returned while "
+                                 "running MatMul node. Failed to allocate memory for requested buffer of size 1234")
+    annotator.runner = GraphRunner(FailingSession(oom), "cpu", io_binding=False)
+    with pytest.raises(GraphRunError, match=r"out of memory running a batch of 1 x \d+ tokens on the cpu provider.*"
+                                            r"lower --batch-tokens \(now 512\).*--chunk-rows.*--max-tokens") as info:
+        annotator.annotate(["John lives in Paris."])
+    assert info.value.__cause__ is oom
+    annotator.runner = GraphRunner(FailingSession(state.InvalidArgument("Got invalid dimensions for input")), "cpu",
+                                   io_binding=False)
+    with pytest.raises(GraphRunError, match=r"onnxruntime failed running a batch .*InvalidArgument: Got invalid "
+                                            r"dimensions.*--provider cpu"):
+        annotator.annotate(["John lives in Paris."])
+    annotator.runner = GraphRunner(FailingSession(ValueError("a tommer bug")), "cpu", io_binding=False)
+    with pytest.raises(ValueError, match="a tommer bug"):  # not onnxruntime's: not dressed up
+        annotator.annotate(["John lives in Paris."])
+
+
+def test_out_of_memory_reaches_the_cli_as_a_message(tiny_bundle, tmp_path):
+    """Through the pipeline's threads to tommer-annotate: exit 2, the options to lower, no traceback."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from onnxruntime.capi import onnxruntime_pybind11_state as state\n"
+            "from tommer.runtime import session\n"
+            "def run(self, ids, mask): raise state.RuntimeException('Failed to allocate memory for requested buffer')\n"
+            "session.GraphRunner.run = run\n"
+            "from tommer.runtime.cli import main\n"
+            f"sys.argv = ['tommer-annotate', {str(corpus_file(tmp_path))!r}, '--model', {str(tiny_bundle)!r}, "
+            f"'--output', {str(tmp_path / 'out.parquet')!r}, '--quiet']\n"
+            "main()\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert "error: out of memory running a batch" in out.stderr and "--batch-tokens" in out.stderr
+    assert "--chunk-rows" in out.stderr

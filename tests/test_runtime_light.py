@@ -67,3 +67,59 @@ def test_light_entry_points(tmp_path):
     assert tommer.Annotator.__name__ == "Annotator" and "Annotator" in dir(tommer)
     with __import__("pytest").raises(AttributeError, match="no attribute 'Nope'"):
         tommer.Nope  # noqa: B018
+
+
+def help_options(app) -> dict[str, str]:
+    """``--option``: its help text, from the rendered ``--help`` (whatever click Typer bundles)."""
+    import re
+
+    from typer.testing import CliRunner
+
+    out = CliRunner().invoke(app, ["--help"], terminal_width=200)
+    assert out.exit_code == 0, out.output
+    records: dict[str, str] = {}
+    name = None
+    for line in out.output.splitlines():
+        found = re.match(r"\s{2}(-\w, )?(--[\w-]+)", line)
+        if found:
+            name = found.group(2)
+            records[name] = line
+        elif name and line.startswith(" " * 10):
+            records[name] += " " + line.strip()
+        else:
+            name = None
+    records.pop("--help", None)
+    return {k: " ".join(v.split()) for k, v in records.items()}
+
+
+def test_cli_choices_are_the_runtimes_constants_and_help_states_every_default():
+    import re
+
+    from tommer.benchmarks import backends, cli as bench_cli
+    from tommer.exporter import cli as export_cli, spec
+    from tommer.runtime import bundle, cli, decoding, providers, quality_cli
+
+    def values(enum):
+        return tuple(e.value for e in enum)
+
+    assert values(cli.Decoding) == decoding.STRATEGIES
+    assert values(cli.Provider) == ("auto", *providers.AUTO_ORDER)
+    assert set(cli.DEFAULT_CHUNK_ROWS) == set(providers.AUTO_ORDER)
+    assert values(export_cli.DType) == spec.DTYPES and values(export_cli.Quantization) == spec.QUANTIZATIONS
+    assert values(export_cli.Target) == spec.TARGETS == bundle.GRAPH_TARGETS
+    assert bench_cli.ALL_BACKENDS == backends.ALL_BACKENDS
+    assert set(backends.ALL_BACKENDS) == set(backends.REFERENCE_BACKENDS) | set(backends.ONNX_BACKENDS)
+    assert set(backends.ONNX_BACKENDS.values()) <= set(providers.AUTO_ORDER)
+    for app in (cli.app, quality_cli.eval_app, quality_cli.show_app, export_cli.app, bench_cli.app, bench_cli.feed_app):
+        options = help_options(app)
+        assert len(options) >= 5
+        for name, text in options.items():
+            if not re.match(r"(-\w, )?--[\w-]+ <", text) and "/ --no-" not in text:
+                continue  # a plain flag: off unless given
+            assert "[default:" in text or "[required]" in text, f"{name}: --help states no default: {text}"
+    annotate, export = help_options(cli.app), help_options(export_cli.app)
+    assert f"<{'|'.join(decoding.STRATEGIES)}>" in annotate["--decoding"] and "[default: threshold]" in annotate["--decoding"]
+    assert f"<auto|{'|'.join(providers.AUTO_ORDER)}>" in annotate["--provider"] and "[default: auto]" in annotate["--provider"]
+    assert f"<{'|'.join(spec.DTYPES)}>" in export["--dtype"] and "[default: fp32]" in export["--dtype"]
+    assert f"<{'|'.join(spec.TARGETS)}>" in export["--target"] and "[default: onnxruntime]" in export["--target"]
+    assert ", ".join(backends.ALL_BACKENDS) in help_options(bench_cli.app)["--backends"]
