@@ -93,3 +93,17 @@ def test_feed_bundle_runs_through_the_annotator_at_a_controlled_density(tmp_path
     assert 0.2 < density < 1.0, density
     lengths = chunk.tokens.n_tokens
     assert np.median(lengths) > 20 and lengths.max() > 4 * np.median(lengths)  # log-normal, with a tail
+
+
+def test_bench_names_a_recorded_backbone_folder_that_is_not_there(tiny_bundle, tmp_path):
+    """A bundle exported elsewhere records a folder this machine lacks: a clear error, and --backbone."""
+    import shutil
+
+    bundle = shutil.copytree(tiny_bundle, tmp_path / "b")
+    manifest = json.loads((bundle / "tommer.json").read_text())
+    manifest["backbone"]["source"] = "./tiny-llama"  # as bundles before 0.1 recorded it
+    (bundle / "tommer.json").write_text(json.dumps(manifest))
+    out = subprocess.run([sys.executable, "-m", "tommer.benchmarks.cli", "--model", str(bundle), "--backends",
+                          "reference,onnx-fp32", "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    assert out.returncode == 2 and "'./tiny-llama'" in out.stderr and "--backbone" in out.stderr
+    assert "Traceback" not in out.stderr
