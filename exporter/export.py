@@ -264,7 +264,7 @@ def export_bundle(options: ExportOptions, spec: ExportSpec = ExportSpec(), step:
         tok_info = save_tokenizer(src, tmp)
         encodings = BundleTokenizer(tmp / tok_info.file, tok_info.bos_token_id,
                                     tok_info.pad_token_id).encode_batch(list(VALIDATION_TEXTS))
-        provider = validation_provider(options.dtype)
+        provider = validation_provider(options.dtype, options.quantize)
         stage = TorchStage(src=src, head=head, dtype=options.dtype, ids=[e.ids for e in encodings],
                            band_width=geometry.band_width, estimate=provider is None,
                            graph_path=Path(scratch) / "backbone.onnx", spec=spec, target=options.target)

@@ -69,12 +69,13 @@ def run_graph(model_path: Path, refs: ReferenceSet, pad_token_id: int, spec: Exp
     return per_layout, shapes
 
 
-def validation_provider(dtype: str) -> str | None:
-    """Where a graph of ``dtype`` can be validated: fp16/bf16 on CUDA when present (that is
-    where they run; the CPU provider computes fp16 in fp32 and has no bf16 kernels)."""
+def validation_provider(dtype: str, quantization: str | None = None) -> str | None:
+    """Where a graph is validated: on CUDA when onnxruntime has it (where GPU bundles run; fp32
+    with TF32 off, so fp32 spans must still be identical), else on the CPU. int8 graphs run on
+    the CPU only; bf16 has no CPU kernels (None: estimated in PyTorch instead)."""
     import onnxruntime as ort
 
-    if dtype in ("fp16", "bf16") and "CUDAExecutionProvider" in ort.get_available_providers():
+    if quantization is None and "CUDAExecutionProvider" in ort.get_available_providers():
         return "cuda"
     return None if dtype == "bf16" else "cpu"
 
