@@ -125,19 +125,24 @@ def annotate(
 
 def _annotate_ray(model, source, output, text_column, columns, rows, workers, cpus, gpus, address, options, *,
                   resume: bool, overwrite: bool, quiet: bool) -> None:
-    from .errors import InputError, TommerError
-    from .ray_engine import annotate_files_ray
+    from .errors import InputError, Interrupted, TommerError
+    from .ray_engine import SUCCESS, annotate_files_ray
 
     try:
         if output is None:
             raise InputError("--engine ray needs --output FOLDER (one output folder per input file)")
-        summary = annotate_files_ray(model, source, output, text_column=text_column, columns=columns,
-                                     rows_per_batch=rows, workers=workers, num_cpus_per_worker=cpus,
-                                     num_gpus_per_worker=gpus, options=options, address=address, resume=resume,
-                                     overwrite=overwrite, quiet=quiet)
+        with _signals_stop():
+            summary = annotate_files_ray(model, source, output, text_column=text_column, columns=columns,
+                                         rows_per_batch=rows, workers=workers, num_cpus_per_worker=cpus,
+                                         num_gpus_per_worker=gpus, options=options, address=address, resume=resume,
+                                         overwrite=overwrite, quiet=quiet)
     except TommerError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None
+    except Interrupted as exc:
+        exc.kept.append(f"{output}: the complete output folders (with {SUCCESS}) are kept")
+        _report_interrupt(exc)
+        raise typer.Exit(code=128 + exc.signum) from None
     typer.echo(f"annotated {summary['files']} file(s) ({summary['skipped_files']} already done) on Ray: "
                f"{summary['rows']} rows, {summary['tokens']} tokens, {summary['mentions']} mentions, "
                f"{summary['seconds']:.1f} s")

@@ -154,7 +154,10 @@ class _PerFileParquet(Datasink):
         paths = table.column(PATH_COLUMN)
         done: dict[str, list[int]] = {}
         for source in pc.unique(paths).to_pylist():
-            target = self.targets[source]
+            target = self.targets.get(source)
+            if target is None:
+                raise TommerError(f"Ray read rows of {source!r}, which is none of the inputs "
+                                  f"({', '.join(list(self.targets)[:3])}, ...): please report this")
             rows = table.filter(pc.equal(paths, source)).select(target.schema.names).cast(target.schema)
             with atomic_writer(_part(target.folder, ctx.task_idx)) as fh:
                 pq.write_table(rows, fh)
@@ -214,11 +217,11 @@ def annotate_files_ray(bundle: str | Path, source: str, output: str, *, text_col
                                "mentions": 0, "seconds": 0.0}
     if not plan.targets:
         return summary
+    ray = _require_ray()
     start = time.perf_counter()
     for target in plan.targets:  # a folder that exists here was asked for with --resume or --overwrite
         remove_tree(target.folder)
         target.folder.mkdir(parents=True)
-    ray = _require_ray()
     if not ray.is_initialized():
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=False,
                  **({"logging_level": logging.WARNING} if quiet else {}))
@@ -284,35 +287,12 @@ def _plan(manifest, options: AnnotateOptions, source: str, output: str, text_col
     problems: list[str] = []
     targets: list[_Target] = []
     skipped = 0
-    first = None  # (file, text column, kept columns, read schema): every file must match it (one dataset)
+    first = None  # (file, text column, kept columns, read schema): every file to read must match it
     for f in files:
-        if not f.name.lower().endswith(".parquet"):
-            problems.append(f"{f}: --engine ray reads Parquet only; use the local engine for JSON Lines")
-            continue
         try:
-            with open_input(f) as fh:
-                footer = pq.read_metadata(fh)
-            schema = footer.schema.to_arrow_schema()
-            column = resolve_text_column(schema, text_column, str(f))
-            keep = kept_columns(schema, columns, str(f))
+            footer, schema, column, keep, read = _inspect(f, text_column, columns)
         except InputError as exc:
             problems.append(str(exc))
-            continue
-        except (pa.ArrowException, OSError) as exc:
-            problems.append(f"{f}: not a readable Parquet file ({exc})")
-            continue
-        read = pa.schema([schema.field(c) for c in dict.fromkeys(keep + [root_column(schema, column)])])
-        if PATH_COLUMN in read.names:
-            problems.append(f"{f}: column {PATH_COLUMN!r} clashes with the column --engine ray adds to route each "
-                            "row to its file; leave it out with --columns, or use the local engine")
-            continue
-        if first is None:
-            first = (f, column, keep, read)
-        elif (column, keep) != first[1:3] or not read.equals(first[3]):
-            problems.append(f"{f}: --engine ray reads every input as one dataset, so the files must share the text "
-                            f"column and the kept columns with their types; {first[0]} has text column {first[1]!r} "
-                            f"and columns {_describe(first[3])}, this file {column!r} and {_describe(read)}: "
-                            "annotate them separately, or pick the shared columns with --columns")
             continue
         folder = out / (f.relative_to(root) if root is not None else f.name)
         complete = (folder / SUCCESS).is_file()
@@ -321,27 +301,53 @@ def _plan(manifest, options: AnnotateOptions, source: str, output: str, text_col
             problems.append(f"{folder} already exists: pass --overwrite to replace it or --resume to keep it" if complete
                             else f"{folder}: an interrupted run left an incomplete output (no {SUCCESS}): pass "
                             "--resume or --overwrite to redo it")
-            continue
-        if resume and complete:
-            problem = _changed_since(f, folder, identity)
-            if problem:
-                problems.append(problem)
-            else:
-                skipped += 1
-            continue
-        metadata = tommer_metadata(manifest, options, source=str(f), text_column=column, selection=None,
-                                   identity=identity)
-        schema_out = output_schema([schema.field(c) for c in keep], options.keep_candidates is not None)
-        targets.append(_Target(key=f.path if isinstance(f, RemotePath) else str(f), source=str(f), folder=folder,
-                               rows=footer.num_rows, schema=schema_out.with_metadata(metadata), identity=identity))
+        elif resume and complete:
+            changed = _changed_since(f, folder, identity)
+            problems += [changed] if changed else []
+            skipped += not changed
+        elif first is not None and ((column, keep) != first[1:3] or not read.equals(first[3])):
+            problems.append(f"{f}: --engine ray reads every input as one dataset, so the files must share the text "
+                            f"column and the kept columns with their types; {first[0]} has text column {first[1]!r} "
+                            f"and columns {_describe(first[3])}, this file {column!r} and {_describe(read)}: "
+                            "annotate them separately, or pick the shared columns with --columns")
+        else:
+            first = first or (f, column, keep, read)
+            metadata = tommer_metadata(manifest, options, source=str(f), text_column=column, selection=None,
+                                       identity=identity)
+            schema_out = output_schema([schema.field(c) for c in keep], options.keep_candidates is not None)
+            targets.append(_Target(key=f.path if isinstance(f, RemotePath) else str(f), source=str(f), folder=folder,
+                                   rows=footer.num_rows, schema=schema_out.with_metadata(metadata), identity=identity))
     collect_and_raise(problems, InputError, "cannot annotate")
     filesystem = None
     if targets and isinstance(files[0], RemotePath):
         import pyarrow.fs as pafs
 
         filesystem = pafs.PyFileSystem(pafs.FSSpecHandler(files[0].fs))
-    _, column, keep, read = first if first else (None, "text", [], pa.schema([]))
+    _, column, keep, read = first or (None, "text", [], pa.schema([]))
     return _Plan(targets, skipped, column, keep, read.names, filesystem)
+
+
+def _inspect(f, text_column: str | None, columns: list[str] | None):
+    """Footer, schema, text column, kept columns and the schema of the columns to read of one input.
+
+    Raises:
+        InputError: naming the file (not Parquet, unreadable, a column missing or clashing).
+    """
+    if not f.name.lower().endswith(".parquet"):
+        raise InputError(f"{f}: --engine ray reads Parquet only; use the local engine for JSON Lines")
+    try:
+        with open_input(f) as fh:
+            footer = pq.read_metadata(fh)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"{f}: not a readable Parquet file ({exc})") from None
+    schema = footer.schema.to_arrow_schema()
+    column = resolve_text_column(schema, text_column, str(f))
+    keep = kept_columns(schema, columns, str(f))
+    read = pa.schema([schema.field(c) for c in dict.fromkeys(keep + [root_column(schema, column)])])
+    if PATH_COLUMN in read.names:
+        raise InputError(f"{f}: column {PATH_COLUMN!r} clashes with the column --engine ray adds to route each row "
+                         "to its file; leave it out with --columns, or use the local engine")
+    return footer, schema, column, keep, read
 
 
 def _changed_since(f, folder, identity: dict[str, Any]) -> str | None:
