@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import sys
 import time
 from collections import defaultdict
@@ -284,6 +285,7 @@ def _plan(manifest, options: AnnotateOptions, source: str, output: str, text_col
     """Find and check every input and its output folder; every problem is reported at once."""
     files, root = resolve_inputs(source, output)
     out = as_location(output)
+    out = out if isinstance(out, RemotePath) else Path(os.path.abspath(out))  # Ray workers may run elsewhere
     problems: list[str] = []
     targets: list[_Target] = []
     skipped = 0
@@ -315,8 +317,9 @@ def _plan(manifest, options: AnnotateOptions, source: str, output: str, text_col
             metadata = tommer_metadata(manifest, options, source=str(f), text_column=column, selection=None,
                                        identity=identity)
             schema_out = output_schema([schema.field(c) for c in keep], options.keep_candidates is not None)
-            targets.append(_Target(key=f.path if isinstance(f, RemotePath) else str(f), source=str(f), folder=folder,
-                                   rows=footer.num_rows, schema=schema_out.with_metadata(metadata), identity=identity))
+            key = f.path if isinstance(f, RemotePath) else os.path.abspath(f)  # as Ray's path column names it
+            targets.append(_Target(key=key, source=str(f), folder=folder, rows=footer.num_rows,
+                                   schema=schema_out.with_metadata(metadata), identity=identity))
     collect_and_raise(problems, InputError, "cannot annotate")
     filesystem = None
     if targets and isinstance(files[0], RemotePath):
