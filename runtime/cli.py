@@ -53,7 +53,7 @@ def annotate(
     max_tokens: Optional[int] = typer.Option(None, help="Tokens per window, BOS included; longer documents are cut into overlapping windows, never truncated. [default: from the bundle]"),
     window_overlap: Optional[int] = typer.Option(None, help="Tokens shared by consecutive windows (at least the band width + 1). [default: 128, or a quarter of --max-tokens when that is smaller, never below the band width + 1]"),
     batch_tokens: Optional[int] = typer.Option(None, help="Token budget of a batch, padding included. [default: 512 on cpu (fastest measured: activations stay in cache), 65536 on cuda/tensorrt]"),
-    chunk_rows: Optional[int] = typer.Option(None, help="Rows read, sorted by length and written per part (the look-ahead pool the batches are cut from; also the resume granularity). GPU budgets need a large pool: with 2,048 rows and 65,536-token batches only 64% of the tokens fed were real on the benchmark corpus, 92% with 16,384 (benchmarks/results/buckets.md). [default: 2048 on cpu, 16384 on cuda/tensorrt]"),
+    chunk_rows: Optional[int] = typer.Option(None, help="Rows read, sorted by length and written per part (the look-ahead pool the batches are cut from; also the resume granularity). GPU budgets need a large pool: with 2,048 rows and 65,536-token batches only 64% of the tokens fed were real on the benchmark corpus, 92% with 16,384 (benchmarks/results/buckets.md). With --engine ray: rows per actor call. [default: 2048 on cpu, 16384 on cuda/tensorrt; 2048 with --engine ray]"),
     provider: Provider = typer.Option(Provider("auto"), help=f"onnxruntime execution provider; auto picks {', then '.join(AUTO_ORDER)} (the first that loads and suits the bundle); a named provider that is missing is an error."),
     threads: int = typer.Option(0, help="onnxruntime intra-op threads; 0 lets onnxruntime use every core."),
     buckets: Optional[bool] = typer.Option(None, "--buckets/--no-buckets", help="Shape buckets: window lengths rounded up to a ladder of 4 sizes per doubling and fixed rows per size, so the graph sees a small fixed set of shapes (TensorRT profiles, CUDA graphs). [default: on for cuda/tensorrt, off on cpu]"),
@@ -64,11 +64,11 @@ def annotate(
     limit: Optional[int] = typer.Option(None, help="Annotate only the first N rows, in input order across the files (sorted names); later files are not read and get no output. For a trial run. [default: every row]"),
     sample: Optional[int] = typer.Option(None, help="Annotate N rows drawn uniformly at random without replacement from all input rows (JSON Lines inputs are read once more to count them), kept in input order; files with none get no output. [default: every row]"),
     seed: int = typer.Option(0, help="Random seed of --sample: the same inputs and seed give the same rows."),
-    resume: bool = typer.Option(False, help="Continue an interrupted run: keep finished outputs and finished parts."),
-    overwrite: bool = typer.Option(False, help="Replace existing outputs."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or progress lines; print only the summary."),
+    resume: bool = typer.Option(False, help="Continue an interrupted run: keep finished outputs and finished parts. With --engine ray: keep the complete output folders (those with _SUCCESS) and redo the others from scratch."),
+    overwrite: bool = typer.Option(False, help="Replace existing outputs (with --engine ray: every output folder of the inputs)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or progress lines (with --engine ray: no Ray Data progress bars or logs); print only the summary. [default: off]"),
     progress_every: float = typer.Option(30.0, help="When stderr is not a terminal (logs, nohup, schedulers): seconds between plain progress lines (rows, tokens, tokens/s, ETA); on a terminal a bar is shown instead."),
-    engine: Engine = typer.Option(Engine.local, help="local: this process; ray: Ray Data (pip install 'tommer[ray]'), inputs and --output may be remote (s3://...), one output folder per input file."),
+    engine: Engine = typer.Option(Engine.local, help="local: this process; ray: Ray Data (pip install 'tommer[ray]'): one job, one pool of --num-workers actors for every input (Parquet only, sharing the text column and kept columns), inputs and --output local or URLs, one output folder per input file (part files, then _SUCCESS)."),
     num_workers: int = typer.Option(1, help="With --engine ray: annotator actors (each loads the bundle once)."),
     num_cpus_per_worker: float = typer.Option(1.0, help="With --engine ray: CPUs reserved per actor; leave some for Ray's read and write tasks."),
     num_gpus_per_worker: float = typer.Option(0.0, help="With --engine ray: GPUs per actor (> 0 selects the cuda provider)."),
@@ -89,7 +89,8 @@ def annotate(
                           decoding=decoding.value, threshold=threshold, max_tokens=max_tokens,
                           window_overlap=window_overlap, batch_tokens=batch_tokens, keep_candidates=keep_candidates,
                           provider=provider.value, threads=threads, buckets=buckets, io_binding=io_binding,
-                          cuda_graphs=cuda_graphs, cache_dir=str(cache_dir) if cache_dir else None))
+                          cuda_graphs=cuda_graphs, cache_dir=str(cache_dir) if cache_dir else None),
+                      resume=resume, overwrite=overwrite, quiet=quiet)
         return
     try:
         with _signals_stop():
@@ -120,24 +121,29 @@ def annotate(
     )
 
 
-def _annotate_ray(model, source, output, text_column, columns, rows, workers, cpus, gpus, address, options) -> None:
-    from .annotator import check_options
-    from .bundle import read_manifest
-    from .errors import InputError, TommerError
-    from .ray_engine import annotate_files_ray
+def _annotate_ray(model, source, output, text_column, columns, rows, workers, cpus, gpus, address, options, *,
+                  resume: bool, overwrite: bool, quiet: bool) -> None:
+    from .errors import InputError, Interrupted, TommerError
+    from .ray_engine import SUCCESS, annotate_files_ray
 
     try:
         if output is None:
             raise InputError("--engine ray needs --output FOLDER (one output folder per input file)")
-        check_options(read_manifest(model), options)  # fail fast, before Ray starts; no graph loaded
-        summary = annotate_files_ray(model, source, output, text_column=text_column, columns=columns,
-                                     rows_per_batch=rows, workers=workers, num_cpus_per_worker=cpus,
-                                     num_gpus_per_worker=gpus, options=options, address=address)
+        with _signals_stop():
+            summary = annotate_files_ray(model, source, output, text_column=text_column, columns=columns,
+                                         rows_per_batch=rows, workers=workers, num_cpus_per_worker=cpus,
+                                         num_gpus_per_worker=gpus, options=options, address=address, resume=resume,
+                                         overwrite=overwrite, quiet=quiet)
     except TommerError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None
+    except Interrupted as exc:
+        exc.kept.append(f"{output}: the complete output folders (with {SUCCESS}) are kept")
+        _report_interrupt(exc)
+        raise typer.Exit(code=128 + exc.signum) from None
     typer.echo(f"annotated {summary['files']} file(s) ({summary['skipped_files']} already done) on Ray: "
-               f"{summary['rows']} rows, {summary['seconds']:.1f} s")
+               f"{summary['rows']} rows, {summary['tokens']} tokens, {summary['mentions']} mentions, "
+               f"{summary['seconds']:.1f} s")
 
 
 @contextlib.contextmanager

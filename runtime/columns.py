@@ -89,6 +89,19 @@ def resolve_text_column(schema: pa.Schema, requested: str | None, file: str) -> 
     return column
 
 
+def kept_columns(schema: pa.Schema, columns: list[str] | None, file: str) -> list[str]:
+    """The input columns carried to the output (``--columns``; None: all), checked against ``schema``:
+    each must exist, and none may be a result column."""
+    keep = list(schema.names) if columns is None else list(columns)
+    missing = [c for c in keep if c not in schema.names]
+    if missing:
+        raise InputError(f"{file}: --columns names {missing} which the file lacks; columns: {', '.join(schema.names)}")
+    clash = [c for c in RESULT_COLUMNS if c in keep]
+    if clash:
+        raise InputError(f"{file}: input columns {clash} would be overwritten by the output; drop them with --columns")
+    return keep
+
+
 def output_schema(kept: list[pa.Field], keep_candidates: bool) -> pa.Schema:
     """The kept input columns, then ``mentions``, ``n_tokens`` (and ``candidates``)."""
     fields = list(kept) + [pa.field("mentions", pa.list_(MENTION_TYPE)), pa.field("n_tokens", pa.int32())]

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .chunk import Chunk, Stats
-from .columns import (RESULT_COLUMNS, append_results, column_at, output_schema, resolve_text_column, root_column,
+from .columns import (append_results, column_at, kept_columns, output_schema, resolve_text_column, root_column,
                       texts_of)
 from .errors import InputError, Interrupted, collect_and_raise
 from .inputs import OUTPUT_SUFFIX, corpus_file, output_paths, resolve_inputs  # noqa: F401 - re-exported
@@ -33,7 +33,8 @@ from .selection import Selection, choose, output_selection
 from .sources import Source, open_source, read_chunks
 
 if TYPE_CHECKING:
-    from .annotator import Annotator
+    from .annotator import AnnotateOptions, Annotator
+    from .bundle import Manifest
 
 PROGRESS_NAME = "progress.json"
 
@@ -59,13 +60,7 @@ def inspect_input(path: Path, output: Path, text_column: str | None, columns: li
     source = open_source(path, limit=scan_limit)
     schema = source.schema
     column = resolve_text_column(schema, text_column, str(path))
-    keep = list(schema.names) if columns is None else columns
-    missing = [c for c in keep if c not in schema.names]
-    if missing:
-        raise InputError(f"{path}: --columns names {missing} which the file lacks; columns: {', '.join(schema.names)}")
-    clash = [c for c in RESULT_COLUMNS if c in keep]
-    if clash:
-        raise InputError(f"{path}: input columns {clash} would be overwritten by the output; drop them with --columns")
+    keep = kept_columns(schema, columns, str(path))
     return InputFile(path, output, column, keep, source.rows,
                      output_schema([schema.field(c) for c in keep], keep_candidates), source,
                      file_identity(path))
@@ -365,13 +360,19 @@ def default_host_threads() -> int:
 
 
 def output_metadata(annotator: Annotator, item: InputFile) -> dict[bytes, bytes]:
+    return tommer_metadata(annotator.manifest, annotator.options, source=str(item.path), text_column=item.text_column,
+                           selection=item.selection, identity=item.identity)
+
+
+def tommer_metadata(manifest: Manifest, options: AnnotateOptions, *, source: str, text_column: str,
+                    selection: dict[str, int] | None, identity: dict[str, Any]) -> dict[bytes, bytes]:
+    """The ``tommer`` key of an output's Parquet schema metadata: bundle, options (as resolved by
+    ``check_options``), source file and its identity. Both engines write it."""
     from .. import __version__
 
-    opts = annotator.options
-    info = {"bundle_id": annotator.manifest.bundle_id, "bundle_backbone": annotator.manifest.backbone.source,
-            "layer": annotator.manifest.head.layer, "threshold": opts.threshold, "decoding": opts.decoding,
-            "keep_candidates": opts.keep_candidates, "max_tokens": opts.max_tokens,
-            "window_overlap": opts.window_overlap, "tommer_version": __version__,
-            "source": str(item.path), "text_column": item.text_column, "selection": item.selection,
-            "input": item.identity}
+    info = {"bundle_id": manifest.bundle_id, "bundle_backbone": manifest.backbone.source,
+            "layer": manifest.head.layer, "threshold": options.threshold, "decoding": options.decoding,
+            "keep_candidates": options.keep_candidates, "max_tokens": options.max_tokens,
+            "window_overlap": options.window_overlap, "tommer_version": __version__,
+            "source": source, "text_column": text_column, "selection": selection, "input": identity}
     return {b"tommer": json.dumps(info).encode()}

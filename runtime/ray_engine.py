@@ -1,26 +1,50 @@
 """Scale out on Ray Data: the same annotator on many CPUs/GPUs and machines.
 
-Each Ray worker is a stateful actor that loads the bundle once and runs the very same
-``Annotator.process`` (tokenization, length-sorted batches, windows, decoding) on the
-blocks Ray hands it; Ray reads and writes Parquet on any filesystem pyarrow or fsspec
-supports, and retries tasks when a worker is lost. Resume is per input file: its
-output folder gets ``_SUCCESS`` last, and a rerun skips the files that have one.
+One Ray Dataset reads every input file (``include_paths`` tags each row with its file), one
+pool of stateful actors annotates it (each actor loads the bundle once for the whole job
+and runs the very same ``Annotator.process``: tokenization, length-sorted batches,
+windows, decoding), and a datasink writes each write task's rows of a file as one part,
+``<output>/<file>/part-<task index>.parquet``, with the same ``tommer`` schema metadata
+as the local engine. A task Ray retries (a worker or actor lost) has the same index and
+rewrites the same parts, so no row is written twice. A file is complete once all its rows
+are written: a small ledger actor counts them as write tasks finish and writes the
+folder's ``_SUCCESS`` last, so a job stopped midway keeps its finished files, and
+``--resume`` skips them and redoes the others from scratch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import logging
+import os
+import sys
 import time
+from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from .annotator import AnnotateOptions, Annotator, Chunk, append_results
-from .errors import InputError
+from .annotator import AnnotateOptions, Annotator, Chunk, check_options
+from .bundle import read_manifest
+from .columns import (append_results, column_at, kept_columns, output_schema, resolve_text_column, root_column,
+                      texts_of)
+from .errors import InputError, TommerError, collect_and_raise
+from .inputs import resolve_inputs
+from .locations import RemotePath, as_location, atomic_writer, open_input, remove_tree
+from .parquet_io import file_identity, identity_problem, tommer_metadata
+
+try:
+    from ray.data import Datasink
+except ImportError:  # Ray is optional: annotate_files_ray says what to install
+    Datasink = object
 
 SUCCESS = "_SUCCESS"
+PATH_COLUMN = "path"  # the column ray.data.read_parquet(include_paths=True) adds: each row's input file
 
 
 def _require_ray():
@@ -29,20 +53,27 @@ def _require_ray():
         import ray.data  # noqa: F401
     except ImportError as exc:
         raise InputError("--engine ray needs Ray Data: pip install 'tommer[ray]'") from exc
+    try:
+        import fsspec.implementations.http  # noqa: F401
+    except ImportError:
+        # Without aiohttp this import fails; Ray Data's path resolution tries it from several
+        # threads at once and then sometimes fails with "cannot import name 'HTTPFileSystem'"
+        # (an ImportError it does not catch) instead of the ModuleNotFoundError it expects.
+        # A None entry makes every later try raise ModuleNotFoundError at once.
+        sys.modules.setdefault("fsspec.implementations.http", None)
     return ray
 
 
 class _AnnotateBlocks:
-    """The Ray actor: one Annotator per worker, reused for every block."""
+    """The Ray actor: one Annotator per worker, reused for every block of every file."""
 
     def __init__(self, bundle: str, options: dict[str, Any], text_column: str, keep: list[str] | None):
         self.annotator = Annotator(bundle, AnnotateOptions(**options))
         self.text_column, self.keep = text_column, keep
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from .parquet_io import texts_of
-
-        chunk = self.annotator.process(Chunk(texts=texts_of(batch.column(self.text_column), "<ray block>",
+        where = batch.column(PATH_COLUMN)[0].as_py() if PATH_COLUMN in batch.column_names and batch.num_rows else "<ray block>"
+        chunk = self.annotator.process(Chunk(texts=texts_of(column_at(batch, self.text_column), where,
                                                              self.text_column)))
         rows = batch.select(self.keep) if self.keep is not None else batch
         return append_results(rows, chunk)
@@ -50,94 +81,289 @@ class _AnnotateBlocks:
 
 def annotate_dataset(dataset, bundle: str | Path, *, text_column: str = "text", columns: list[str] | None = None,
                      rows_per_batch: int = 2048, workers: int = 1, num_cpus_per_worker: float = 1.0,
-                     num_gpus_per_worker: float = 0.0, **options: Any):
+                     num_gpus_per_worker: float = 0.0, actor: type = _AnnotateBlocks, **options: Any):
     """A Ray Dataset of the input rows (or ``columns``) plus ``mentions`` and ``n_tokens``.
 
-    ``options`` are those of ``AnnotateOptions`` (decoding, threshold, max_tokens, ...).
+    ``options`` are those of ``AnnotateOptions`` (decoding, threshold, max_tokens, ...). One pool
+    of ``workers`` actors; a lost actor is restarted and its task retried (Ray Data's defaults for
+    actor pools). ``actor``: the actor class (tests inject faults through a subclass).
     """
+    from ray.data import ActorPoolStrategy
+
     if num_gpus_per_worker and options.get("provider", "auto") == "auto":
         options = {**options, "provider": "cuda"}  # a GPU actor runs the cuda provider
     keep = None if columns is None else list(columns)
     return dataset.map_batches(
-        _AnnotateBlocks, batch_format="pyarrow", batch_size=rows_per_batch, concurrency=workers,
+        actor, batch_format="pyarrow", batch_size=rows_per_batch, compute=ActorPoolStrategy(size=workers),
         num_cpus=num_cpus_per_worker, num_gpus=num_gpus_per_worker,
         fn_constructor_kwargs={"bundle": str(bundle), "options": options, "text_column": text_column, "keep": keep},
     )
 
 
-def _complete(fs, folder: str) -> bool:
-    import pyarrow.fs as pafs
+@dataclasses.dataclass(frozen=True)
+class _Target:
+    """One input file to annotate and its output folder."""
 
-    return fs.get_file_info(f"{folder}/{SUCCESS}").type == pafs.FileType.File
+    key: str  # the file as Ray's reader and its path column name it
+    source: str  # the file as the user named it (metadata, messages)
+    folder: Path | RemotePath
+    rows: int
+    schema: pa.Schema  # the output schema, with the tommer metadata
+    identity: dict[str, Any]
+
+
+def _part(folder, task: int):
+    return folder / f"part-{task:08d}.parquet"
+
+
+def _mark_complete(target: _Target) -> None:
+    with atomic_writer(target.folder / SUCCESS) as fh:
+        fh.write(json.dumps({"source": target.source, "rows": target.rows, "input": target.identity}).encode())
+
+
+class _Ledger:
+    """Counts the rows written per file (per write task, so a retried task counts once) and marks a
+    file complete as soon as all its rows are written, while the job goes on."""
+
+    def __init__(self, targets: dict[str, _Target]):
+        self.targets = targets
+        self.written: dict[str, dict[int, int]] = defaultdict(dict)
+
+    def wrote(self, task: int, rows: dict[str, int]) -> None:
+        for source, n in rows.items():
+            self.written[source][task] = n
+            if sum(self.written[source].values()) == self.targets[source].rows:
+                _mark_complete(self.targets[source])
+
+
+class _PerFileParquet(Datasink):
+    """Ray Data's write step: each task writes its rows of each file as one part named by the task
+    index, with the file's output schema (and metadata), then tells the ledger."""
+
+    def __init__(self, targets: dict[str, _Target], ledger):
+        self.targets, self.ledger = targets, ledger
+        self.totals: dict[str, list[int]] = {}
+
+    def write(self, blocks: Iterable, ctx) -> dict[str, list[int]]:
+        import ray
+        from ray.data.block import BlockAccessor
+
+        tables = [t for t in (BlockAccessor.for_block(b).to_arrow() for b in blocks) if t.num_rows]
+        if not tables:
+            return {}
+        table = pa.concat_tables(tables)
+        paths = table.column(PATH_COLUMN)
+        done: dict[str, list[int]] = {}
+        for source in pc.unique(paths).to_pylist():
+            target = self.targets.get(source)
+            if target is None:
+                raise TommerError(f"Ray read rows of {source!r}, which is none of the inputs "
+                                  f"({', '.join(list(self.targets)[:3])}, ...): please report this")
+            rows = table.filter(pc.equal(paths, source)).select(target.schema.names).cast(target.schema)
+            with atomic_writer(_part(target.folder, ctx.task_idx)) as fh:
+                pq.write_table(rows, fh)
+            done[source] = [rows.num_rows, int(pc.sum(rows.column("n_tokens")).as_py() or 0),
+                            int(pc.sum(pc.list_value_length(rows.column("mentions"))).as_py() or 0)]
+        try:
+            ray.get(self.ledger.wrote.remote(ctx.task_idx, {s: v[0] for s, v in done.items()}))
+        except ray.exceptions.RayActorError:
+            pass  # the ledger only marks files early; on_write_complete marks every complete file
+        return done
+
+    def on_write_complete(self, write_result) -> None:
+        """Check every file's row count against its input and mark the complete ones (those the
+        ledger has not marked yet: files without rows, or if the ledger was lost)."""
+        totals: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+        for returned in write_result.write_returns:
+            for source, counts in (returned or {}).items():
+                totals[source] = [a + b for a, b in zip(totals[source], counts)]
+        wrong = []
+        for key, target in self.targets.items():
+            rows = totals[key][0]
+            if rows != target.rows:
+                wrong.append(f"{target.source}: Ray wrote {rows} rows, the input has {target.rows}; "
+                             f"{target.folder} is left incomplete (no {SUCCESS}): rerun with --resume")
+                continue
+            if rows == 0:  # no task saw this file: an empty part keeps its schema
+                with atomic_writer(_part(target.folder, 0)) as fh:
+                    pq.write_table(target.schema.empty_table(), fh)
+            if not (target.folder / SUCCESS).is_file():
+                _mark_complete(target)
+        self.totals = dict(totals)
+        collect_and_raise(wrong, TommerError, "the Ray job lost or duplicated rows")
 
 
 def annotate_files_ray(bundle: str | Path, source: str, output: str, *, text_column: str | None = None,
                        columns: list[str] | None = None, rows_per_batch: int = 2048, workers: int = 1,
                        num_cpus_per_worker: float = 1.0, num_gpus_per_worker: float = 0.0,
-                       options: AnnotateOptions = AnnotateOptions(), address: str | None = None) -> dict[str, Any]:
-    """Annotate every input file into ``output/<file name>/`` (Ray's part files + ``_SUCCESS``).
+                       options: AnnotateOptions = AnnotateOptions(), address: str | None = None,
+                       resume: bool = False, overwrite: bool = False, quiet: bool = False,
+                       actor: type = _AnnotateBlocks) -> dict[str, Any]:
+    """Annotate every input file into ``output/<file>/`` (part files + ``_SUCCESS``) in one Ray job.
 
-    Inputs: a file, a folder or a glob, local or remote (``s3://...``). Files whose output
-    folder holds ``_SUCCESS`` are skipped; an incomplete folder is removed and redone.
+    Inputs: a Parquet file, a folder or a glob, local or a URL, found as the local engine finds
+    them; a folder keeps its relative names under ``output``. Every input is checked before Ray
+    starts. An existing output folder is an error unless ``resume`` (complete folders, those with
+    ``_SUCCESS``, are kept; the others redone from scratch) or ``overwrite`` (all redone).
+    ``quiet``: no progress bars or execution logs from Ray Data.
     """
-    import pyarrow.fs as pafs
-    import pyarrow.parquet as pq
-
+    if overwrite and resume:
+        raise InputError("--overwrite and --resume exclude each other")
+    if rows_per_batch < 1:
+        raise InputError(f"--chunk-rows must be >= 1, found {rows_per_batch}")
+    manifest = read_manifest(Path(bundle))
+    options = check_options(manifest, options)
+    plan = _plan(manifest, options, source, output, text_column, columns, resume, overwrite)
+    summary: dict[str, Any] = {"files": len(plan.targets), "skipped_files": plan.skipped, "rows": 0, "tokens": 0,
+                               "mentions": 0, "seconds": 0.0}
+    if not plan.targets:
+        return summary
     ray = _require_ray()
-    if not ray.is_initialized():
-        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
-    ray.data.DataContext.get_current().execution_options.preserve_order = True
-    in_fs, in_path = pafs.FileSystem.from_uri(source) if "://" in source else (pafs.LocalFileSystem(), source)
-    files = _list_inputs(in_fs, in_path)
-    out_fs, out_root = pafs.FileSystem.from_uri(output) if "://" in output else (pafs.LocalFileSystem(), output)
-    summary: dict[str, Any] = {"files": 0, "skipped_files": 0, "rows": 0, "seconds": 0.0}
     start = time.perf_counter()
-    from .parquet_io import resolve_text_column
-
-    for path in files:
-        name = path.rsplit("/", 1)[-1]
-        folder = f"{out_root.rstrip('/')}/{name}"
-        if _complete(out_fs, folder):
-            summary["skipped_files"] += 1
-            continue
-        out_fs.delete_dir_contents(folder, missing_dir_ok=True)
-        schema = pq.read_schema(path, filesystem=in_fs)
-        column = resolve_text_column(schema, text_column, path)
-        dataset = ray.data.read_parquet(path, filesystem=in_fs)
-        annotated = annotate_dataset(dataset, bundle, text_column=column, columns=columns,
-                                     rows_per_batch=rows_per_batch, workers=workers,
-                                     num_cpus_per_worker=num_cpus_per_worker,
-                                     num_gpus_per_worker=num_gpus_per_worker, **dataclasses.asdict(options))
-        annotated.write_parquet(folder, filesystem=out_fs)
-        rows = sum(pq.ParquetFile(f.path, filesystem=out_fs).metadata.num_rows
-                   for f in out_fs.get_file_info(pafs.FileSelector(folder)) if f.path.endswith(".parquet"))
-        expected = pq.ParquetFile(path, filesystem=in_fs).metadata.num_rows
-        if rows != expected:
-            raise InputError(f"{path}: Ray wrote {rows} rows, the input has {expected}; the output is left incomplete")
-        with out_fs.open_output_stream(f"{folder}/{SUCCESS}") as fh:
-            fh.write(json.dumps({"source": path, "rows": rows}).encode())
-        summary["files"] += 1
-        summary["rows"] += rows
+    for target in plan.targets:  # a folder that exists here was asked for with --resume or --overwrite
+        remove_tree(target.folder)
+        target.folder.mkdir(parents=True)
+    if not ray.is_initialized():
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False,
+                 **({"logging_level": logging.WARNING} if quiet else {}))
+    targets = {t.key: t for t in plan.targets}
+    ledger = ray.remote(num_cpus=0, max_restarts=0)(_Ledger).remote(targets)
+    sink = _PerFileParquet(targets, ledger)
+    try:
+        with _settings(ray, quiet):  # before the dataset is made: it keeps a copy of the settings
+            dataset = ray.data.read_parquet(list(targets), filesystem=plan.filesystem, columns=plan.read_columns,
+                                            include_paths=True)
+            annotated = annotate_dataset(dataset, bundle, text_column=plan.text_column,
+                                         columns=plan.keep + [PATH_COLUMN], rows_per_batch=rows_per_batch,
+                                         workers=workers, num_cpus_per_worker=num_cpus_per_worker,
+                                         num_gpus_per_worker=num_gpus_per_worker, actor=actor,
+                                         **dataclasses.asdict(options))
+            annotated.write_datasink(sink)
+    finally:
+        ray.kill(ledger)
+    for counts in sink.totals.values():
+        summary["rows"] += counts[0]
+        summary["tokens"] += counts[1]
+        summary["mentions"] += counts[2]
     summary["seconds"] = time.perf_counter() - start
     return summary
 
 
-def _list_inputs(fs, path: str) -> list[str]:
-    """Input files, as the local engine finds them (``resolve_inputs``) or on a remote filesystem."""
-    import pyarrow.fs as pafs
+@contextlib.contextmanager
+def _settings(ray, quiet: bool):
+    """Ray Data settings for one job, restored after: rows in input order (and so the parts);
+    with ``quiet``, no progress bars or progress logs."""
+    context = ray.data.DataContext.get_current()
+    saved = (context.execution_options.preserve_order, context.enable_progress_bars, context.print_on_execution_start)
+    loggers = [logging.getLogger(name) for name in ("ray.data", "ray.data._internal.progress")]
+    levels = [logger.level for logger in loggers]
+    context.execution_options.preserve_order = True
+    if quiet:
+        context.enable_progress_bars = context.print_on_execution_start = False
+        loggers[0].setLevel(logging.WARNING)  # progress lines and "execution finished"
+        loggers[1].setLevel(logging.ERROR)  # "Progress bars disabled. To enable, ..."
+    try:
+        yield
+    finally:
+        context.execution_options.preserve_order, context.enable_progress_bars, context.print_on_execution_start = saved
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
-    from .parquet_io import resolve_inputs
 
-    if isinstance(fs, pafs.LocalFileSystem):
-        return [str(p) for p in resolve_inputs(path)[0]]
-    info = fs.get_file_info(path)
-    if info.type == pafs.FileType.File:
-        return [path]
-    if info.type == pafs.FileType.Directory:
-        found = fs.get_file_info(pafs.FileSelector(path, recursive=True))
-        return sorted(f.path for f in found if f.type == pafs.FileType.File and f.path.endswith(".parquet")
-                      and not f.base_name.startswith("."))
-    raise InputError(f"{path}: no Parquet file found (expected a file or a folder of *.parquet; globs are local only)")
+@dataclasses.dataclass
+class _Plan:
+    targets: list[_Target]  # the files to annotate
+    skipped: int  # complete outputs kept by --resume
+    text_column: str
+    keep: list[str]  # input columns carried to the output
+    read_columns: list[str]
+    filesystem: Any  # for Ray's reader: None (local) or the inputs' fsspec filesystem, wrapped for pyarrow
+
+
+def _plan(manifest, options: AnnotateOptions, source: str, output: str, text_column: str | None,
+          columns: list[str] | None, resume: bool, overwrite: bool) -> _Plan:
+    """Find and check every input and its output folder; every problem is reported at once."""
+    files, root = resolve_inputs(source, output)
+    out = as_location(output)
+    out = out if isinstance(out, RemotePath) else Path(os.path.abspath(out))  # Ray workers may run elsewhere
+    problems: list[str] = []
+    targets: list[_Target] = []
+    skipped = 0
+    first = None  # (file, text column, kept columns, read schema): every file to read must match it
+    for f in files:
+        try:
+            footer, schema, column, keep, read = _inspect(f, text_column, columns)
+        except InputError as exc:
+            problems.append(str(exc))
+            continue
+        folder = out / (f.relative_to(root) if root is not None else f.name)
+        complete = (folder / SUCCESS).is_file()
+        identity = file_identity(f)
+        if folder.exists() and not (resume or overwrite):
+            problems.append(f"{folder} already exists: pass --overwrite to replace it or --resume to keep it" if complete
+                            else f"{folder}: an interrupted run left an incomplete output (no {SUCCESS}): pass "
+                            "--resume or --overwrite to redo it")
+        elif resume and complete:
+            changed = _changed_since(f, folder, identity)
+            problems += [changed] if changed else []
+            skipped += not changed
+        elif first is not None and ((column, keep) != first[1:3] or not read.equals(first[3])):
+            problems.append(f"{f}: --engine ray reads every input as one dataset, so the files must share the text "
+                            f"column and the kept columns with their types; {first[0]} has text column {first[1]!r} "
+                            f"and columns {_describe(first[3])}, this file {column!r} and {_describe(read)}: "
+                            "annotate them separately, or pick the shared columns with --columns")
+        else:
+            first = first or (f, column, keep, read)
+            metadata = tommer_metadata(manifest, options, source=str(f), text_column=column, selection=None,
+                                       identity=identity)
+            schema_out = output_schema([schema.field(c) for c in keep], options.keep_candidates is not None)
+            key = f.path if isinstance(f, RemotePath) else os.path.abspath(f)  # as Ray's path column names it
+            targets.append(_Target(key=key, source=str(f), folder=folder, rows=footer.num_rows,
+                                   schema=schema_out.with_metadata(metadata), identity=identity))
+    collect_and_raise(problems, InputError, "cannot annotate")
+    filesystem = None
+    if targets and isinstance(files[0], RemotePath):
+        import pyarrow.fs as pafs
+
+        filesystem = pafs.PyFileSystem(pafs.FSSpecHandler(files[0].fs))
+    _, column, keep, read = first or (None, "text", [], pa.schema([]))
+    return _Plan(targets, skipped, column, keep, read.names, filesystem)
+
+
+def _inspect(f, text_column: str | None, columns: list[str] | None):
+    """Footer, schema, text column, kept columns and the schema of the columns to read of one input.
+
+    Raises:
+        InputError: naming the file (not Parquet, unreadable, a column missing or clashing).
+    """
+    if not f.name.lower().endswith(".parquet"):
+        raise InputError(f"{f}: --engine ray reads Parquet only; use the local engine for JSON Lines")
+    try:
+        with open_input(f) as fh:
+            footer = pq.read_metadata(fh)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"{f}: not a readable Parquet file ({exc})") from None
+    schema = footer.schema.to_arrow_schema()
+    column = resolve_text_column(schema, text_column, str(f))
+    keep = kept_columns(schema, columns, str(f))
+    read = pa.schema([schema.field(c) for c in dict.fromkeys(keep + [root_column(schema, column)])])
+    if PATH_COLUMN in read.names:
+        raise InputError(f"{f}: column {PATH_COLUMN!r} clashes with the column --engine ray adds to route each row "
+                         "to its file; leave it out with --columns, or use the local engine")
+    return footer, schema, column, keep, read
+
+
+def _changed_since(f, folder, identity: dict[str, Any]) -> str | None:
+    """Why a complete output cannot be kept by --resume (its input changed since), or None."""
+    try:
+        marker = json.loads((folder / SUCCESS).read_text() or "{}")
+    except ValueError as exc:
+        return f"{folder / SUCCESS}: unreadable ({exc}); pass --overwrite to redo {folder}"
+    return identity_problem(f, marker.get("input"), identity, f"{folder} was written")
+
+
+def _describe(schema: pa.Schema) -> str:
+    return "(" + ", ".join(f"{f.name}: {f.type}" for f in schema) + ")"
 
 
 __all__ = ["annotate_dataset", "annotate_files_ray"]
