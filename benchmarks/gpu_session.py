@@ -333,6 +333,10 @@ def figures(results: Results, src: Path) -> None:
 # ----------------------------------------------------------------------------------------- markdown
 
 
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
 def markdown(data: dict[str, Any]) -> str:
     env = data.get("env", {})
     peaks = env.get("matmul_peak_flops") or {}
@@ -353,7 +357,7 @@ def markdown(data: dict[str, Any]) -> str:
         lines.append("")
     if data.get("runs"):
         lines += ["## Throughput (real tokens/s; one run each, fresh process)", "",
-                  "| run | whole process | inference stage | infer TFLOP/s | of bf16 peak | padding | DICE vs fp32 | DICE vs torch bf16 | stages (s) |",
+                  "| run | whole process | inference stage | infer TFLOP/s | of bf16 peak | padding share | DICE vs fp32 | DICE vs torch bf16 | stages (s) |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for name, r in data["runs"].items():
             if "failed" in r:
@@ -364,8 +368,8 @@ def markdown(data: dict[str, Any]) -> str:
             util = r.get("infer_utilization_of_bf16_peak")
             lines.append(f"| {name} | {r['tokens_per_second']:,.0f} | {r['infer_tokens_per_second']:,.0f} | "
                          f"{r.get('infer_tflops', float('nan')):.1f} | {f'{util:.1%}' if util else '-'} | "
-                         f"{1 - r['tokens'] / r['padded_tokens']:.3f} | {fp32.get('dice', '-')} | "
-                         f"{torch_.get('dice', '-')} | "
+                         f"{1 - r['tokens'] / r['padded_tokens']:.3f} | {_fmt(fp32.get('dice'))} | "
+                         f"{_fmt(torch_.get('dice'))} | "
                          + ", ".join(f"{k} {v:.1f}" for k, v in r["seconds"].items()) + " |")
         lines.append("")
     if data.get("unfinished"):

@@ -13,7 +13,7 @@ from typing import Iterable, Optional
 import typer
 
 from .decoding import STRATEGIES
-from .providers import AUTO_ORDER
+from .providers import AUTO_ORDER, DEFAULT_CHUNK_ROWS
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None,
                   help="Annotate Parquet or JSON Lines corpora with a tommer bundle: every mention of every document, to Parquet.")
@@ -33,7 +33,6 @@ class Engine(str, Enum):
     ray = "ray"
 
 
-DEFAULT_CHUNK_ROWS = {"cpu": 2048, "cuda": 16384, "tensorrt": 16384}  # one per provider of AUTO_ORDER
 
 
 def _columns(value: Optional[str]) -> Optional[list[str]]:

@@ -29,6 +29,7 @@ from .errors import InputError, Interrupted, collect_and_raise
 from .inputs import OUTPUT_SUFFIX, corpus_file, output_paths, resolve_inputs  # noqa: F401 - re-exported
 from .locations import RemotePath, atomic_writer, open_input, remove_tree
 from .pipeline import pipelined
+from .providers import DEFAULT_CHUNK_ROWS
 from .selection import Selection, choose, output_selection
 from .sources import Source, open_source, read_chunks
 
@@ -212,13 +213,14 @@ class Summary:
 
 
 def annotate_files(annotator: Annotator, source: str, output: str | None, *, text_column: str | None = None,
-                   columns: list[str] | None = None, chunk_rows: int = 2048, overwrite: bool = False,
+                   columns: list[str] | None = None, chunk_rows: int | None = None, overwrite: bool = False,
                    resume: bool = False, on_chunk: Callable[[Chunk], None] | None = None,
                    on_total: Callable[[int], None] | None = None, host_threads: int = 0,
                    selection: Selection = Selection()) -> Summary:
     """Annotate every input file; all inputs are checked before anything is written.
 
-    ``selection``: ``--limit``/``--sample`` (see ``runtime/selection.py``).
+    ``selection``: ``--limit``/``--sample`` (see ``runtime/selection.py``). ``chunk_rows``: rows per
+    chunk [default: ``DEFAULT_CHUNK_ROWS`` of the annotator's provider: GPU batches need a large pool].
 
     ``on_total`` is called once with the number of rows to process (those a resume keeps left
     out), ``on_chunk`` after each chunk (``chunk.stats.rows``, ``chunk.stats.tokens``); for
@@ -229,6 +231,7 @@ def annotate_files(annotator: Annotator, source: str, output: str | None, *, tex
         raise InputError(f"--host-threads must be >= 0, found {host_threads}")
     if overwrite and resume:
         raise InputError("--overwrite and --resume exclude each other")
+    chunk_rows = DEFAULT_CHUNK_ROWS.get(annotator.provider, 2048) if chunk_rows is None else chunk_rows
     if chunk_rows < 1:
         raise InputError(f"--chunk-rows must be >= 1, found {chunk_rows}")
     files, root = resolve_inputs(source, output, accept=corpus_file)

@@ -19,6 +19,9 @@ from .errors import InputError
 
 ORT_NAMES = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 AUTO_ORDER = ("tensorrt", "cuda", "cpu")
+# rows per chunk (the pool length-sorted batches are cut from): GPU budgets of 65,536 tokens need
+# a large pool to batch texts of like lengths (benchmarks/results/buckets.md)
+DEFAULT_CHUNK_ROWS = {"cpu": 2048, "cuda": 16384, "tensorrt": 16384}
 
 # Which graphs a provider runs well (from the manifest's dtype and quantization): the CPU
 # provider computes fp16 through fp32 and has no bf16 kernels; MatMulNBits int8 kernels are
