@@ -4,7 +4,8 @@
         --out benchmarks/results/export_llama1b_geometry.json
 
 The full 16-block model is built from a config and saved with ``save_pretrained``
-(about 4.9 GB in fp32); each export then runs in a fresh process so that its peak
+(about 4.9 GB in fp32) into a folder named ``Llama-3.2-1B``, the LLM the published head
+names (the exporter refuses a head on a backbone it does not name); each export then runs in a fresh process so that its peak
 RSS is its own. The published L6 head (hidden size 2048) is read from ../shared
 unless --head is given. Peak RSS must stay below the size of the full fp32 model:
 the exporter never materialises blocks 7..15. The torch stage runs in a child process
@@ -95,12 +96,12 @@ def main() -> None:
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    full_bytes = build_backbone(args.work / "backbone")
+    full_bytes = build_backbone(args.work / "Llama-3.2-1B")
     build_seconds = time.perf_counter() - start
     runs = {}
     for quantize in (None, "int8"):
         name = quantize or "fp32"
-        runs[name] = export_once(args.work / "backbone", args.head, args.work / f"bundle-{name}", quantize)
+        runs[name] = export_once(args.work / "Llama-3.2-1B", args.head, args.work / f"bundle-{name}", quantize)
         runs[name]["peak_rss_below_full_model"] = runs[name]["peak_rss_bytes"] < full_bytes
         print(f"{name}: {runs[name]['seconds']:.1f} s, peak RSS {runs[name]['peak_rss_bytes'] / 1e9:.2f} GB "
               f"(exporter {runs[name]['peak_rss_exporter_bytes'] / 1e9:.2f}, torch child "
