@@ -231,8 +231,8 @@ def annotate_files_ray(bundle: str | Path, source: str, output: str, *, text_col
     sink = _PerFileParquet(targets, ledger)
     try:
         with _settings(ray, quiet):  # before the dataset is made: it keeps a copy of the settings
-            dataset = ray.data.read_parquet(list(targets), filesystem=plan.filesystem, columns=plan.read_columns,
-                                            include_paths=True)
+            dataset = ray.data.read_parquet(list(targets), filesystem=plan.filesystem, include_paths=True)
+            dataset = dataset.select_columns([*plan.read_columns, PATH_COLUMN])  # pushed down into the read
             annotated = annotate_dataset(dataset, bundle, text_column=plan.text_column,
                                          columns=plan.keep + [PATH_COLUMN], rows_per_batch=rows_per_batch,
                                          workers=workers, num_cpus_per_worker=num_cpus_per_worker,
