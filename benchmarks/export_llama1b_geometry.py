@@ -45,7 +45,10 @@ if __name__ == "__main__":
     start = time.perf_counter()
     manifest = export_bundle(ExportOptions(**args), step=step)
     elapsed = time.perf_counter() - start
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # VmHWM, not ru_maxrss: a forked child inherits its parent's ru_maxrss across exec, and the
+    # parent may have just built the 4.9 GB model
+    with open("/proc/self/status") as fh:
+        own = next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmHWM:"))
     child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
     print(json.dumps({"seconds": elapsed, "peak_rss_exporter_bytes": own, "peak_rss_torch_child_bytes": child,
                       "rss_exporter_while_child_runs_bytes": max(at_spawn, default=0),
