@@ -33,23 +33,6 @@ class BackendSpec:
     device: str | None = None  # reference backends: where torch runs [default: the backend's own]
 
 
-def token_batches(lengths: list[int], order: list[int], batch_tokens: int, max_rows: int | None = None) -> list[list[int]]:
-    """Consecutive runs of ``order`` whose padded size (rows x longest) stays within ``batch_tokens``."""
-    batches: list[list[int]] = []
-    current: list[int] = []
-    longest = 0
-    for i in order:
-        wider = max(longest, lengths[i])
-        if current and ((len(current) + 1) * wider > batch_tokens or (max_rows and len(current) == max_rows)):
-            batches.append(current)
-            current, wider = [], lengths[i]
-        current.append(i)
-        longest = wider
-    if current:
-        batches.append(current)
-    return batches
-
-
 class ReferenceBackend:
     """What a careful user of the reference code runs, written from the spec.
 
@@ -81,7 +64,7 @@ class ReferenceBackend:
         setattr(self.model, SUPPORTED_ARCHITECTURES[config.model_type], torch.nn.Identity())
         if compile_model:
             self.model = torch.compile(self.model, dynamic=True)
-        self.device, self.compiled = device, compile_model
+        self.device = device
         self.tokenizer = AutoTokenizer.from_pretrained(spec.backbone)
         self.bos = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.tokenizer.eos_token_id
         head = load_head(spec.head)
@@ -118,10 +101,12 @@ class ReferenceBackend:
         order = sorted(range(len(ids)), key=lambda i: len(ids[i])) if self.sort else list(range(len(ids)))
         results: list[list] = [[] for _ in texts]
         tokens = padded = 0
-        on_gpu = self.rival
-        lengths = [len(x) for x in ids]
-        batches = (token_batches(lengths, order, self.batch_tokens) if on_gpu else
-                   [order[b0 : b0 + self.batch_size] for b0 in range(0, len(order), self.batch_size)])
+        if self.rival:  # tommer's own planner: length-sorted, up to batch_tokens padded tokens
+            from tommer.runtime.batching import plan_batches
+
+            batches = [b.tolist() for b in plan_batches(np.asarray([len(x) for x in ids]), self.batch_tokens)]
+        else:
+            batches = [order[b0 : b0 + self.batch_size] for b0 in range(0, len(order), self.batch_size)]
         for batch in batches:
             t = time.perf_counter()
             n = max(len(ids[i]) for i in batch)
@@ -134,7 +119,7 @@ class ReferenceBackend:
             with torch.inference_mode():
                 hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
                 probs = dense_span_probs_batched(hidden, mask, self.head)  # (batch, n, n) fp32
-                if on_gpu:  # threshold on the device, copy only the hits: [(row, end, start)], scores
+                if self.rival:  # threshold on the device, copy only the hits: [(row, end, start)], scores
                     hits = (probs > self.threshold).nonzero()
                     hit_scores = probs[hits[:, 0], hits[:, 1], hits[:, 2]].cpu().numpy()
                     hits = hits.cpu().numpy()
@@ -145,7 +130,7 @@ class ReferenceBackend:
             padded += mask.numel()
             seconds["infer"] += time.perf_counter() - t
             t = time.perf_counter()
-            if on_gpu:
+            if self.rival:
                 bounds = np.searchsorted(hits[:, 0], np.arange(len(batch) + 1))
                 for row, i in enumerate(batch):
                     lo, hi = bounds[row], bounds[row + 1]

@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import typer
 
-from .backends import ALL_BACKENDS
+from .backends import ALL_BACKENDS, REFERENCE_BACKENDS
 
 DEFAULT_BACKENDS = "reference,reference-naive,onnx-fp32,onnx-int8"
 app = typer.Typer(add_completion=False, rich_markup_mode=None,
@@ -79,13 +79,13 @@ def bench(
 
     manifest = read_manifest(model)
     backbone = backbone or manifest.backbone.source
-    if any(b.startswith("torch") or b == "reference" for b in backends.split(",")):
-        check_backbone(backbone, model)
-    src = corpus or write_corpus(work / "corpus.parquet", synthetic_texts(synthetic, seed))
     names = [b.strip() for b in backends.split(",") if b.strip()]
     unknown = [b for b in names if b not in ALL_BACKENDS]
     if unknown:
         raise typer.BadParameter(f"unknown backends {unknown}; expected some of {', '.join(ALL_BACKENDS)}")
+    if any(b in REFERENCE_BACKENDS for b in names):
+        check_backbone(backbone, model)
+    src = corpus or write_corpus(work / "corpus.parquet", synthetic_texts(synthetic, seed))
     results: dict[str, Any] = {"command": "tommer-bench " + " ".join(sys.argv[1:]), "backends": {}}
     peaks = matmul_peaks(threads=threads)
     peak = max(peaks.values())

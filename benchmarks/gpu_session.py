@@ -327,7 +327,7 @@ def figures(results: Results, src: Path) -> None:
         for base in ("onnx-cuda-fp32", "onnx-fp32", "torch-bf16-sdpa"):
             if base in spans and not name.startswith(base + " ") and name != base:
                 run[f"agreement_vs_{base}"] = span_agreement(spans[base], mine).figures()
-    results.set("runs", {**results.data.get("runs", {}), **runs})
+    results.save()  # the entries of ``runs`` are those of results.data["runs"], updated in place
 
 
 # ----------------------------------------------------------------------------------------- markdown

@@ -144,6 +144,7 @@ class TorchStage:
     graph_path: Path
     spec: ExportSpec
     target: str = "onnxruntime"
+    quiet: bool = False  # --quiet: the child process silences the libraries too
 
 
 @dataclass(frozen=True)
@@ -155,12 +156,11 @@ class TorchStageResult:
 
 def quiet_libraries() -> None:
     """Keep the libraries' warnings, progress bars and log lines off the terminal (``--quiet``);
-    errors still reach the user as tommer's errors. Inherited by the torch stage's child process."""
+    errors still reach the user as tommer's errors. The torch stage's child calls it too."""
     import logging
     import os
     import warnings
 
-    os.environ["TOMMER_QUIET"] = "1"  # the spawned torch stage reads it
     os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
     warnings.simplefilter("ignore")
     import transformers
@@ -173,9 +173,7 @@ def quiet_libraries() -> None:
 
 def run_torch_stage(stage: TorchStage) -> TorchStageResult:
     """Load blocks 0..L, compute the fp32 reference, trace in ``dtype`` and save the backbone graph."""
-    import os
-
-    if os.environ.get("TOMMER_QUIET") == "1":
+    if stage.quiet:
         quiet_libraries()
     backbone = load_truncated_backbone(stage.src)
     reference = torch_bands(backbone, stage.head, stage.ids, stage.band_width)
@@ -267,7 +265,8 @@ def export_bundle(options: ExportOptions, spec: ExportSpec = ExportSpec(), step:
         provider = validation_provider(options.dtype, options.quantize)
         stage = TorchStage(src=src, head=head, dtype=options.dtype, ids=[e.ids for e in encodings],
                            band_width=geometry.band_width, estimate=provider is None,
-                           graph_path=Path(scratch) / "backbone.onnx", spec=spec, target=options.target)
+                           graph_path=Path(scratch) / "backbone.onnx", spec=spec, target=options.target,
+                           quiet=options.quiet)
         isolate = src.weight_bytes > spec.isolate_torch_over_bytes
         step(f"loading blocks 0..{options.layer}, computing the reference, exporting in {options.dtype}"
              f"{' (in a child process)' if isolate else ''}")

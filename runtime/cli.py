@@ -13,7 +13,7 @@ from typing import Iterable, Optional
 import typer
 
 from .decoding import STRATEGIES
-from .providers import AUTO_ORDER, DEFAULT_CHUNK_ROWS
+from .providers import AUTO_ORDER
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None,
                   help="Annotate Parquet or JSON Lines corpora with a tommer bundle: every mention of every document, to Parquet.")
@@ -98,11 +98,10 @@ def annotate(
                 batch_tokens=batch_tokens, keep_candidates=keep_candidates, provider=provider.value, threads=threads,
                 buckets=buckets, io_binding=io_binding, cuda_graphs=cuda_graphs,
                 cache_dir=str(cache_dir) if cache_dir else None))
-            chunk_rows = chunk_rows or DEFAULT_CHUNK_ROWS[annotator.provider]
             with _progress(quiet, sys.stderr.isatty(), progress_every) as bar:
                 annotator.on_progress = bar and bar.advance
                 summary = annotate_files(annotator, source, output, text_column=text_column,
-                                         columns=_columns(columns), chunk_rows=chunk_rows, overwrite=overwrite,
+                                         columns=_columns(columns), chunk_rows=chunk_rows or None, overwrite=overwrite,
                                          resume=resume, on_total=bar and bar.set_total, host_threads=host_threads,
                                          selection=Selection(limit, sample, seed))
     except TommerError as exc:

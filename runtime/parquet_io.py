@@ -231,7 +231,7 @@ def annotate_files(annotator: Annotator, source: str, output: str | None, *, tex
         raise InputError(f"--host-threads must be >= 0, found {host_threads}")
     if overwrite and resume:
         raise InputError("--overwrite and --resume exclude each other")
-    chunk_rows = DEFAULT_CHUNK_ROWS.get(annotator.provider, 2048) if chunk_rows is None else chunk_rows
+    chunk_rows = DEFAULT_CHUNK_ROWS[annotator.provider] if chunk_rows is None else chunk_rows
     if chunk_rows < 1:
         raise InputError(f"--chunk-rows must be >= 1, found {chunk_rows}")
     files, root = resolve_inputs(source, output, accept=corpus_file)
