@@ -51,8 +51,8 @@ def check_options(options: ExportOptions) -> None:
     if options.target not in TARGETS:
         problems.append(f"--target {options.target!r}: expected one of {', '.join(TARGETS)}")
     if options.quantize and options.target == "tensorrt":
-        problems.append(f"--quantize {options.quantize} makes MatMulNBits, an onnxruntime CPU operator TensorRT "
-                        "cannot parse: use --target onnxruntime")
+        problems.append(f"--quantize {options.quantize} makes MatMulIntegerToFloat, an onnxruntime CPU operator "
+                        "TensorRT cannot parse: use --target onnxruntime")
     if options.quantize and options.dtype != "fp32":
         problems.append(f"--quantize {options.quantize} is for CPUs and starts from fp32; found --dtype {options.dtype}")
     if options.max_span_tokens < 1:
@@ -271,11 +271,11 @@ def export_bundle(options: ExportOptions, spec: ExportSpec = ExportSpec(), step:
         step(f"loading blocks 0..{options.layer}, computing the reference, exporting in {options.dtype}"
              f"{' (in a child process)' if isolate else ''}")
         result = run_torch_stage_isolated(stage) if isolate else run_torch_stage(stage)
+        model = ir.load(stage.graph_path)
         if options.quantize == "int8":
-            step("quantizing the backbone's MatMuls to int8")
-            model = quantize_int8(stage.graph_path, Path(scratch) / "backbone.int8.onnx", spec)
-        else:
-            model = ir.load(stage.graph_path)
+            counts = quantize_int8(model, spec)
+            step(f"int8 linear layers: {counts['MatMulIntegerToFloat']} MatMuls, "
+                 f"{counts['quantized_inputs']} activations quantized per row")
         fused = fused_op_counts(model)
         step(f"graph for {options.target}: fused operators {fused or 'none'}"
              + (f"; onnxruntime rewriter: {result.rewrites}" if result.rewrites else ""))

@@ -146,33 +146,94 @@ def save_model(model: ir.Model, path: Path, spec: ExportSpec) -> list[str]:
     return [path.name]
 
 
-def quantize_int8(src: Path, dst: Path, spec: ExportSpec) -> ir.Model:
-    """int8 weights for a saved backbone graph's MatMuls, as ``MatMulNBits`` (8 bits, blocks of 32).
+def _const(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
+    value = ir.Value(name=name, const_value=ir.tensor(np.ascontiguousarray(array), name=name))
+    graph.register_initializer(value)
+    return value
 
-    With accuracy level 4 the activations are quantized to int8 per block of each
-    row at run time, so the int8 kernels run while a token's result never depends
-    on the other rows of the batch (per-tensor dynamic quantization would share
-    one scale with the batch companions and the padding). Run it before
-    ``attach_head``: the head and the norms stay fp32.
+
+def _quantizable_weight(node: ir.Node) -> np.ndarray | None:
+    """The fp32 2-D constant right operand of a standard ``MatMul`` (a linear layer), else None."""
+    if node.op_type != "MatMul" or node.domain != "" or len(node.inputs) != 2:
+        return None
+    weight = node.inputs[1]
+    if weight is None or weight.const_value is None or weight.producer() is not None:
+        return None
+    if weight.const_value.dtype != ir.DataType.FLOAT or len(weight.const_value.shape) != 2:
+        return None
+    return weight.const_value.numpy()
+
+
+def quantize_int8(model: ir.Model, spec: ExportSpec) -> dict[str, int]:
+    """int8 linear layers for onnxruntime's CPU integer GEMM (VNNI / AMX), in place.
+
+    Every ``MatMul`` by a constant fp32 matrix (the backbone's linear layers; run it
+    before ``attach_head`` so the head and the norms stay fp32) becomes::
+
+        m = max(|x|) over each row          (ReduceMax, ReduceMin: one scale per token)
+        q = QuantizeLinear(x / m, 1/127, 128)            uint8, static scale
+        y = MatMulIntegerToFloat(q, W8, 1/127, w_scale, 128, 0) * m
+
+    with ``W8`` int8 per output column (symmetric, ``spec.int8_weight_max`` levels).
+
+    Why not onnxruntime's own quantizers: ``quantize_dynamic`` quantizes activations
+    with one scale per tensor, so a token's result would depend on its batch companions
+    and on the padding (the bundle promises batch invariance); ``MatMulNBits`` keeps a
+    scale per block of each row but its int8 path ran at 1.2x fp32 here, against 3-4x
+    for the integer GEMM (``benchmarks/results/int8_kernels.md``). Row scales keep both:
+    integer GEMM rows are independent and exact, so the result is batch-invariant.
+
+    CPUs without VNNI multiply uint8 by int8 with 16-bit saturating adds (vpmaddubsw),
+    which full-range int8 weights can overflow: tommer's sessions on such CPUs set
+    onnxruntime's ``session.x64quantprecision`` (exact uint8 x uint8 kernel;
+    ``runtime/session.py: int8_needs_exact_mode``). Inputs consumed by
+    several MatMuls (q, k, v; gate, up) are quantized once. Returns counts.
     """
-    import logging
-
-    import onnx
-
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-
-    # the quantizer's module calls logging.basicConfig(level=INFO) when imported, which would print
-    # a line per MatMul from every library: undo it, and keep its own INFO lines out
-    for handler in [h for h in root.handlers if h not in handlers]:
-        root.removeHandler(handler)
-    root.setLevel(level)
-    logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)
-
-    quantizer = MatMulNBitsQuantizer(onnx.load(src), bits=8, block_size=spec.int8_block_size,
-                                     is_symmetric=True, accuracy_level=4)
-    quantizer.process()
-    large = sum(p.stat().st_size for p in src.parent.glob(src.name + "*")) > spec.external_data_over_bytes
-    quantizer.model.save_model_to_file(str(dst), use_external_data_format=large)
-    return ir.load(dst)
+    graph = model.graph
+    groups: dict[ir.Value, list[tuple[ir.Node, np.ndarray]]] = {}
+    for node in graph:
+        weight = _quantizable_weight(node)
+        if weight is not None:
+            groups.setdefault(node.inputs[0], []).append((node, weight))
+    levels = float(spec.int8_weight_max)
+    inv127 = _const(graph, "tommer_q.act_scale", np.array(1 / 127, np.float32))
+    zp128 = _const(graph, "tommer_q.act_zero_point", np.array(128, np.uint8))
+    last = _const(graph, "tommer_q.last_axis", np.array([-1], np.int64))
+    tiny = _const(graph, "tommer_q.tiny", np.array(np.finfo(np.float32).tiny, np.float32))
+    quantized = 0
+    for i, (x, users) in enumerate(groups.items()):
+        first = users[0][0]
+        hi = ir.node("ReduceMax", inputs=[x, last], attributes={"keepdims": 1})
+        lo = ir.node("ReduceMin", inputs=[x, last], attributes={"keepdims": 1})
+        neg = ir.node("Neg", inputs=[lo.outputs[0]])
+        scale = ir.node("Max", inputs=[hi.outputs[0], neg.outputs[0], tiny])  # max |x| of the row, never 0
+        unit = ir.node("Div", inputs=[x, scale.outputs[0]])
+        q = ir.node("QuantizeLinear", inputs=[unit.outputs[0], inv127, zp128])
+        prep = [hi, lo, neg, scale, unit, q]
+        for n, node in enumerate(prep):
+            node.name = f"tommer_q/{i}/{node.op_type}"
+        graph.insert_before(first, prep)
+        for j, (node, w) in enumerate(users):
+            cols = np.abs(w).max(axis=0)
+            w_scale = np.where(cols > 0, cols / levels, 1.0).astype(np.float32)
+            w8 = np.clip(np.rint(w / w_scale), -levels, levels).astype(np.int8)
+            name = node.inputs[1].name or f"w{i}_{j}"
+            w8_v = _const(graph, f"{name}.int8", w8)
+            ws_v = _const(graph, f"{name}.scale", w_scale)
+            wzp_v = _const(graph, f"{name}.zero_point", np.zeros(w.shape[1], np.int8))
+            mm = ir.node("MatMulIntegerToFloat", inputs=[q.outputs[0], w8_v, inv127, ws_v, zp128, wzp_v],
+                         domain="com.microsoft")
+            out = ir.node("Mul", inputs=[mm.outputs[0], scale.outputs[0]])
+            mm.name, out.name = f"{node.name}/int8", f"{node.name}/rescale"
+            graph.insert_before(node, [mm, out])
+            y, new = node.outputs[0], out.outputs[0]
+            new.dtype, new.shape, name = y.dtype, y.shape, y.name
+            ir.convenience.replace_all_uses_with(y, new, replace_graph_outputs=True)
+            old = node.inputs[1]
+            graph.remove(node, safe=True)
+            new.name = name  # a graph output keeps its name
+            if not old.uses() and old.name in graph.initializers:
+                del graph.initializers[old.name]
+            quantized += 1
+    model.opset_imports.setdefault("com.microsoft", 1)
+    return {"MatMulIntegerToFloat": quantized, "quantized_inputs": len(groups)}

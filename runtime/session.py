@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import platform
 from collections import OrderedDict
 from pathlib import Path
 
@@ -18,6 +20,31 @@ GPU_PROVIDERS = ("cuda", "tensorrt")
 GRAPH_LOAD_ERRORS = ("InvalidProtobuf", "InvalidGraph", "NoSuchFile", "NoModel", "NotImplemented")
 OUT_OF_MEMORY_SIGNS = ("out of memory", "failed to allocate", "bad_alloc", "bad allocation", "alloc_failed",
                        "cudaerrormemoryallocation", "cuda_error_out_of_memory", "std::bad_alloc")
+
+
+# CPU flags whose integer dot products accumulate in 32 bits (no uint8 x int8 saturation)
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+@functools.lru_cache(maxsize=1)
+def int8_needs_exact_mode(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether int8 graphs must run onnxruntime's exact uint8 x uint8 GEMM on this CPU.
+
+    x86 CPUs without VNNI multiply uint8 by int8 with ``vpmaddubsw``, whose 16-bit pair sums
+    saturate with full-range int8 weights; onnxruntime's ``session.x64quantprecision``
+    switches those weights to the uint8 x uint8 kernel. It is asked only where needed: on a
+    CPU with AMX, onnxruntime applies it too and the int8 GEMM then ran 2x slower (measured
+    on a Xeon with AMX). A CPU whose flags cannot be read is treated as lacking VNNI (exact,
+    maybe slower). Not x86: never needed.
+    """
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
+        return False
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return True
+    return not any(flag in flags for flag in VNNI_FLAGS)
 
 
 def is_onnxruntime_error(exc: BaseException) -> bool:
@@ -94,6 +121,8 @@ def open_session(model_path: str | Path, provider: str = "auto", threads: int = 
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if low_memory:
             options.add_session_config_entry("session.disable_prepacking", "1")
+        if int8_needs_exact_mode():  # int8 graphs on x86 CPUs without VNNI: see the function
+            options.add_session_config_entry("session.x64quantprecision", "1")
         if threads > 0:
             options.intra_op_num_threads = threads
         try:

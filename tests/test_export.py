@@ -210,7 +210,14 @@ def test_int8_quantizes_backbone_matmuls_only(tiny_factory, tmp_path):
     export(backbone, head_dir, tmp_path / "b", quantize="int8")
     model = onnx.load(tmp_path / "b" / "model.onnx")
     ops = [n.op_type for n in model.graph.node]
-    assert ops.count("MatMulNBits") == 7 * (TINY_LAYER + 1)  # q, k, v, o, gate, up, down per block
+    blocks = TINY_LAYER + 1
+    assert ops.count("MatMulIntegerToFloat") == 7 * blocks  # q, k, v, o, gate, up, down per block
+    assert ops.count("MatMul") == 0
+    # one row-scaled quantization per distinct input: (q, k, v), o, (gate, up), down
+    assert ops.count("QuantizeLinear") == 4 * blocks
+    weights = [i for i in model.graph.initializer if i.name.endswith(".int8")]
+    assert len(weights) == 7 * blocks and all(i.data_type == onnx.TensorProto.INT8 for i in weights)
+    assert max(int(np.abs(onnx.numpy_helper.to_array(i)).max()) for i in weights) <= ExportSpec().int8_weight_max
     assert "SpanBand" in ops
     head_inits = {i.name: i for i in model.graph.initializer if i.name.startswith("head.")}
     assert all(i.data_type == onnx.TensorProto.FLOAT for i in head_inits.values()) and len(head_inits) == 5
