@@ -37,7 +37,7 @@ def export(
     head: Optional[str] = typer.Option(None, help="llm2ner head: Hub id (owner/name[/subfolder]) or local folder. [default: VictorMorand/ToMMeR/ToMMeR-Llama-3.2-1B_L{layer}_R64; owner/name and owner/ToMMeR/name are both tried]"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Bundle folder to write. [default: ./tommer-<backbone>-L<layer>-<dtype or int8>]"),
     dtype: DType = typer.Option(DType("fp32"), help="Precision of the backbone in the graph (fp16/bf16 for GPUs); the head always runs in fp32."),
-    quantize: Optional[Quantization] = typer.Option(None, help="int8: 8-bit weights for the backbone's MatMuls (MatMulNBits; activations quantized per row at run time), for CPUs; needs --dtype fp32. [default: none]"),
+    quantize: Optional[Quantization] = typer.Option(None, help="int8: the backbone's linear layers on onnxruntime's CPU integer GEMM (int8 weights per output column, activations int8 with one scale per token at run time; batch-invariant), for CPUs; needs --dtype fp32. [default: none]"),
     target: Target = typer.Option(Target("onnxruntime"), help="Runtime the graph is built for. onnxruntime: opset 23 with fused Attention (causal, no mask tensor), RMSNormalization and RotaryEmbedding kernels, for the CPU and CUDA providers. tensorrt: opset 20 standard operators, head inlined, checked against TensorRT 10.1's ONNX parser operator table (also runs on CUDA and CPU, unfused)."),
     max_span_tokens: int = typer.Option(32, help="Band width for heads trained without a sliding window (longest span scored, in tokens); windowed heads use window+1."),
     revision: Optional[str] = typer.Option(None, help="Backbone revision (branch, tag or commit) on the Hub. [default: main]"),

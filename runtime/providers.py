@@ -24,15 +24,16 @@ AUTO_ORDER = ("tensorrt", "cuda", "cpu")
 DEFAULT_CHUNK_ROWS = {"cpu": 2048, "cuda": 16384, "tensorrt": 16384}
 
 # Which graphs a provider runs well (from the manifest's dtype and quantization): the CPU
-# provider computes fp16 through fp32 and has no bf16 kernels; MatMulNBits int8 kernels are
+# provider computes fp16 through fp32 and has no bf16 kernels; int8 graphs (MatMulIntegerToFloat) are
 # the CPU provider's.
 RUNS_ON = {"fp32": ("tensorrt", "cuda", "cpu"), "fp16": ("tensorrt", "cuda"), "bf16": ("tensorrt", "cuda"),
            "int8": ("cpu",)}
 
 HOW_TO_FIX = {
     "cuda": "the CUDA provider needs onnxruntime-gpu (pip install 'tommer[gpu]' and pip uninstall onnxruntime), a "
-            "CUDA driver, and the CUDA 12 runtime, cuBLAS and cuDNN 9 libraries on the library path (pip install "
-            "nvidia-cublas-cu12 nvidia-cudnn-cu12, or a torch with CUDA: onnxruntime.preload_dlls() finds them)",
+            "CUDA driver, and the CUDA runtime, cuBLAS and cuDNN 9 libraries of the CUDA major version that "
+            "onnxruntime-gpu was built for (13 for onnxruntime-gpu 1.31 from PyPI) on the library path: the "
+            "nvidia-* pip packages of a torch built for that CUDA have them (onnxruntime.preload_dlls() finds them)",
     "cpu": "the CPU provider comes with every onnxruntime",
     "tensorrt": "the TensorRT provider needs everything the CUDA provider needs plus the TensorRT libraries "
                 "(libnvinfer) on the library path; use --provider cuda to run without TensorRT",
@@ -150,7 +151,7 @@ def candidates(requested: str, available: list[str], kind: str | None = None,
     if kind and requested not in allowed:
         raise InputError(f"a {kind} bundle does not run on the {requested} provider (it runs on {', '.join(allowed)}): "
                          + ("export fp32 or --quantize int8 for CPUs" if requested == "cpu" else
-                            "int8 MatMulNBits graphs are for CPUs: export --dtype fp16 or bf16 for GPUs"))
+                            "int8 graphs (onnxruntime's CPU integer GEMM) are for CPUs: export --dtype fp16 or bf16 for GPUs"))
     if ORT_NAMES[requested] not in available:
         raise InputError(f"provider {requested!r} ({ORT_NAMES[requested]}) is not available in this onnxruntime "
                          f"(available: {', '.join(available)}); " + HOW_TO_FIX.get(requested, ""))
