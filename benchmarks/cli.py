@@ -32,15 +32,18 @@ def read_spans(path: Path) -> list[list[tuple[int, int]]]:
     return [[(m["start"], m["end"]) for m in doc] for doc in pq.read_table(path, columns=["mentions"]).column("mentions").to_pylist()]
 
 
+def cpu_model() -> str:
+    """The processor's name (``/proc/cpuinfo`` where there is one)."""
+    try:
+        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def machine_summary(peak: float) -> str:
     import os
 
-    model = platform.processor() or platform.machine()
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{model}, {os.cpu_count()} cores, fp32 matmul peak {peak / 1e9:.0f} GFLOP/s (best of torch, numpy, onnxruntime)"
+    return f"{cpu_model()}, {os.cpu_count()} cores, fp32 matmul peak {peak / 1e9:.0f} GFLOP/s (best of torch, numpy, onnxruntime)"
 
 
 @app.command()

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import os
 import statistics
 import tempfile
 import time
@@ -68,12 +68,9 @@ def build_variants(weight: np.ndarray, folder: Path) -> dict[str, Path]:
 
 
 def measure(path: Path, x: np.ndarray, repeats: int, threads: int) -> tuple[np.ndarray, float, float]:
-    import onnxruntime as ort
+    from tommer.runtime.session import create_session
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = create_session(path, "cpu", threads)  # tommer's session options (x64quantprecision where needed)
     y = session.run(None, {"x": x})[0]
     times = []
     for _ in range(repeats):
@@ -111,9 +108,19 @@ def main() -> None:
     for row in rows:
         base = next(r for r in rows if r["k"] == row["k"] and r["n"] == row["n"] and r["form"] == "fp32")
         row["x_fp32"] = base["seconds"] / row["seconds"]
-    machine = f"{platform.processor() or platform.machine()}, {ort.__version__}"
+    from tommer.benchmarks.cli import cpu_model
+    from tommer.runtime.session import VNNI_FLAGS, int8_needs_exact_mode
+
+    try:
+        flags = next(line.split(":", 1)[1].split() for line in open("/proc/cpuinfo") if line.startswith("flags"))
+    except (OSError, StopIteration):
+        flags = []
+    int8_flags = [f for f in VNNI_FLAGS if f in flags] or ["none"]
+    machine = (f"{cpu_model()}, {os.cpu_count()} cores, integer dot-product flags: {', '.join(int8_flags)}"
+               f"{'; exact uint8 x uint8 mode on' if int8_needs_exact_mode() else ''}")
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "int8_kernels.json").write_text(json.dumps({"onnxruntime": ort.__version__, "rows": rows}, indent=2))
+    (args.out / "int8_kernels.json").write_text(json.dumps({"onnxruntime": ort.__version__, "machine": machine,
+                                                             "rows": rows}, indent=2))
     lines = ["Command: `python benchmarks/int8_kernels.py`", "", f"onnxruntime {ort.__version__}; {machine}", "",
              "| tokens x K x N | form | GFLOP/s | x fp32 | max rel. error | batch invariance (max abs diff) |",
              "| --- | --- | --- | --- | --- | --- |"]
