@@ -142,6 +142,11 @@ def save_model(model: ir.Model, path: Path, spec: ExportSpec) -> list[str]:
         data = f"{path.name}.data"
         ir.save(model, path, external_data=data)
         return [path.name, data]
+    # weights still read from another file (the traced graph's data in a scratch folder, when
+    # int8 brought the total under the threshold) go inside the graph, not as a dangling path
+    from onnx_ir import external_data
+
+    external_data.load_to_model(model)
     ir.save(model, path)
     return [path.name]
 

@@ -84,3 +84,36 @@ def test_exact_int8_mode_only_without_vnni(tmp_path, monkeypatch, layer, flags, 
     else:
         with pytest.raises(RuntimeError, match="does not have configuration"):
             options.get_session_config_entry("session.x64quantprecision")
+
+
+def test_saved_graph_does_not_point_into_a_deleted_folder(tmp_path):
+    """The traced graph's weights live in a scratch folder's ``.data`` file; once int8 brings the
+    total under the external-data threshold, the bundle's graph must hold them itself."""
+    import shutil
+
+    from tommer.exporter.graph import save_model
+
+    rng = np.random.default_rng(9)
+    weight = rng.standard_normal((K, N)).astype(np.float32)
+    bias = rng.standard_normal(N).astype(np.float32)
+    model = _matmul_model(weight)
+    (y,) = model.graph.outputs
+    b = ir.Value(name="b", const_value=ir.tensor(bias, name="b"))
+    model.graph.register_initializer(b)
+    add = ir.node("Add", inputs=[y, b])
+    model.graph.append(add)
+    add.outputs[0].name, add.outputs[0].dtype, add.outputs[0].shape = "out", y.dtype, y.shape
+    model.graph.outputs[0] = add.outputs[0]
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    ir.save(model, scratch / "backbone.onnx", external_data="backbone.onnx.data", size_threshold_bytes=0)
+    model = ir.load(scratch / "backbone.onnx")
+    quantize_int8(model, ExportSpec())
+    assert isinstance(model.graph.initializers["b"].const_value, ir.ExternalTensor)  # still in the scratch file
+    names = save_model(model, tmp_path / "model.onnx", ExportSpec(external_data_over_bytes=1 << 40))
+    shutil.rmtree(scratch)
+    assert names == ["model.onnx"]
+    x = rng.standard_normal((5, K)).astype(np.float32)
+    out = create_session(tmp_path / "model.onnx", "cpu").run(None, {"x": x})[0]
+    exact = x @ weight + bias
+    assert np.abs(out - exact).max() / np.abs(exact).max() < 0.03
