@@ -137,16 +137,18 @@ def initializer_bytes(model: ir.Model) -> int:
 
 
 def save_model(model: ir.Model, path: Path, spec: ExportSpec) -> list[str]:
-    """Save ``model`` to ``path``; weights go to ``<name>.data`` beside it when large. Returns file names."""
-    if initializer_bytes(model) > spec.external_data_over_bytes:
+    """Save ``model`` to ``path``; returns the file names.
+
+    Weights go to ``<name>.data`` beside it when they are large, or when some are still read
+    from another file (the traced graph's ``.data`` in a scratch folder: an int8 graph keeps
+    the fp32 embeddings from there). They are then copied tensor by tensor, never all held
+    in memory, and the bundle never points into a folder that is about to be deleted.
+    """
+    from_files = any(isinstance(v.const_value, ir.ExternalTensor) for v in model.graph.initializers.values())
+    if from_files or initializer_bytes(model) > spec.external_data_over_bytes:
         data = f"{path.name}.data"
         ir.save(model, path, external_data=data)
         return [path.name, data]
-    # weights still read from another file (the traced graph's data in a scratch folder, when
-    # int8 brought the total under the threshold) go inside the graph, not as a dangling path
-    from onnx_ir import external_data
-
-    external_data.load_to_model(model)
     ir.save(model, path)
     return [path.name]
 
@@ -157,16 +159,26 @@ def _const(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
     return value
 
 
-def _quantizable_weight(node: ir.Node) -> np.ndarray | None:
-    """The fp32 2-D constant right operand of a standard ``MatMul`` (a linear layer), else None."""
+def _is_linear_layer(node: ir.Node) -> bool:
+    """A standard ``MatMul`` by a constant fp32 2-D matrix (a linear layer's weight)."""
     if node.op_type != "MatMul" or node.domain != "" or len(node.inputs) != 2:
-        return None
+        return False
     weight = node.inputs[1]
     if weight is None or weight.const_value is None or weight.producer() is not None:
-        return None
-    if weight.const_value.dtype != ir.DataType.FLOAT or len(weight.const_value.shape) != 2:
-        return None
-    return weight.const_value.numpy()
+        return False
+    return weight.const_value.dtype == ir.DataType.FLOAT and len(weight.const_value.shape) == 2
+
+
+def _int8_columns(tensor: ir.TensorProtocol, levels: float) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 weights and their per-column scales; a weight read from a file is unmapped."""
+    w = tensor.numpy()
+    cols = np.abs(w).max(axis=0)
+    scale = np.where(cols > 0, cols / levels, 1.0).astype(np.float32)
+    w8 = np.clip(np.rint(w / scale), -levels, levels).astype(np.int8)
+    del w, cols
+    if isinstance(tensor, ir.ExternalTensor):
+        tensor.release()  # unmap the fp32 weight: RSS holds only the int8 copies
+    return w8, scale
 
 
 def quantize_int8(model: ir.Model, spec: ExportSpec) -> dict[str, int]:
@@ -195,11 +207,10 @@ def quantize_int8(model: ir.Model, spec: ExportSpec) -> dict[str, int]:
     several MatMuls (q, k, v; gate, up) are quantized once. Returns counts.
     """
     graph = model.graph
-    groups: dict[ir.Value, list[tuple[ir.Node, np.ndarray]]] = {}
+    groups: dict[ir.Value, list[ir.Node]] = {}
     for node in graph:
-        weight = _quantizable_weight(node)
-        if weight is not None:
-            groups.setdefault(node.inputs[0], []).append((node, weight))
+        if _is_linear_layer(node):
+            groups.setdefault(node.inputs[0], []).append(node)
     levels = float(spec.int8_weight_max)
     inv127 = _const(graph, "tommer_q.act_scale", np.array(1 / 127, np.float32))
     zp128 = _const(graph, "tommer_q.act_zero_point", np.array(128, np.uint8))
@@ -207,7 +218,7 @@ def quantize_int8(model: ir.Model, spec: ExportSpec) -> dict[str, int]:
     tiny = _const(graph, "tommer_q.tiny", np.array(np.finfo(np.float32).tiny, np.float32))
     quantized = 0
     for i, (x, users) in enumerate(groups.items()):
-        first = users[0][0]
+        first = users[0]
         hi = ir.node("ReduceMax", inputs=[x, last], attributes={"keepdims": 1})
         lo = ir.node("ReduceMin", inputs=[x, last], attributes={"keepdims": 1})
         neg = ir.node("Neg", inputs=[lo.outputs[0]])
@@ -215,17 +226,15 @@ def quantize_int8(model: ir.Model, spec: ExportSpec) -> dict[str, int]:
         unit = ir.node("Div", inputs=[x, scale.outputs[0]])
         q = ir.node("QuantizeLinear", inputs=[unit.outputs[0], inv127, zp128])
         prep = [hi, lo, neg, scale, unit, q]
-        for n, node in enumerate(prep):
+        for node in prep:
             node.name = f"tommer_q/{i}/{node.op_type}"
         graph.insert_before(first, prep)
-        for j, (node, w) in enumerate(users):
-            cols = np.abs(w).max(axis=0)
-            w_scale = np.where(cols > 0, cols / levels, 1.0).astype(np.float32)
-            w8 = np.clip(np.rint(w / w_scale), -levels, levels).astype(np.int8)
+        for j, node in enumerate(users):
+            w8, w_scale = _int8_columns(node.inputs[1].const_value, levels)
             name = node.inputs[1].name or f"w{i}_{j}"
             w8_v = _const(graph, f"{name}.int8", w8)
             ws_v = _const(graph, f"{name}.scale", w_scale)
-            wzp_v = _const(graph, f"{name}.zero_point", np.zeros(w.shape[1], np.int8))
+            wzp_v = _const(graph, f"{name}.zero_point", np.zeros(w8.shape[1], np.int8))
             mm = ir.node("MatMulIntegerToFloat", inputs=[q.outputs[0], w8_v, inv127, ws_v, zp128, wzp_v],
                          domain="com.microsoft")
             out = ir.node("Mul", inputs=[mm.outputs[0], scale.outputs[0]])

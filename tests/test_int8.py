@@ -88,7 +88,7 @@ def test_exact_int8_mode_only_without_vnni(tmp_path, monkeypatch, layer, flags, 
 
 def test_saved_graph_does_not_point_into_a_deleted_folder(tmp_path):
     """The traced graph's weights live in a scratch folder's ``.data`` file; once int8 brings the
-    total under the external-data threshold, the bundle's graph must hold them itself."""
+    total under the external-data threshold, the bundle must still hold its own copy."""
     import shutil
 
     from tommer.exporter.graph import save_model
@@ -112,7 +112,7 @@ def test_saved_graph_does_not_point_into_a_deleted_folder(tmp_path):
     assert isinstance(model.graph.initializers["b"].const_value, ir.ExternalTensor)  # still in the scratch file
     names = save_model(model, tmp_path / "model.onnx", ExportSpec(external_data_over_bytes=1 << 40))
     shutil.rmtree(scratch)
-    assert names == ["model.onnx"]
+    assert names == ["model.onnx", "model.onnx.data"]  # copied beside the graph, tensor by tensor
     x = rng.standard_normal((5, K)).astype(np.float32)
     out = create_session(tmp_path / "model.onnx", "cpu").run(None, {"x": x})[0]
     exact = x @ weight + bias
