@@ -109,11 +109,11 @@ def main() -> None:
         base = next(r for r in rows if r["k"] == row["k"] and r["n"] == row["n"] and r["form"] == "fp32")
         row["x_fp32"] = base["seconds"] / row["seconds"]
     from tommer.benchmarks.cli import cpu_model
-    from tommer.runtime.session import VNNI_FLAGS, int8_needs_exact_mode
+    from tommer.runtime.session import VNNI_FLAGS, cpu_flags, int8_needs_exact_mode
 
     try:
-        flags = next(line.split(":", 1)[1].split() for line in open("/proc/cpuinfo") if line.startswith("flags"))
-    except (OSError, StopIteration):
+        flags = cpu_flags()
+    except OSError:
         flags = []
     int8_flags = [f for f in VNNI_FLAGS if f in flags] or ["none"]
     machine = (f"{cpu_model()}, {os.cpu_count()} cores, integer dot-product flags: {', '.join(int8_flags)}"

@@ -72,8 +72,9 @@ def fused_op_counts(model: ir.Model) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def _initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
-    value = ir.Value(name=name, const_value=ir.tensor(np.ascontiguousarray(array, dtype=np.float32), name=name))
+def _initializer(graph: ir.Graph, name: str, array: np.ndarray, dtype: type | None = None) -> ir.Value:
+    """Register ``array`` (cast to ``dtype`` when given) as an initializer of ``graph``."""
+    value = ir.Value(name=name, const_value=ir.tensor(np.ascontiguousarray(array, dtype=dtype), name=name))
     graph.register_initializer(value)
     return value
 
@@ -92,7 +93,7 @@ def attach_head(model: ir.Model, head: Head, geometry: BandGeometry, spec: Expor
         graph.append(cast)
         hidden = cast.outputs[0]
     weights = [head.w_q, head.w_k, head.w_fc, head.b_fc, head.cl_w]
-    params = [_initializer(graph, name, w.numpy()) for name, w in zip(HEAD_INPUTS[2:], weights)]
+    params = [_initializer(graph, name, w.numpy(), np.float32) for name, w in zip(HEAD_INPUTS[2:], weights)]
     node = ir.node("SpanBand", inputs=[hidden, mask, *params], domain=HEAD_DOMAIN, num_outputs=1)
     graph.append(node)
     out = node.outputs[0]
@@ -153,12 +154,6 @@ def save_model(model: ir.Model, path: Path, spec: ExportSpec) -> list[str]:
     return [path.name]
 
 
-def _const(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
-    value = ir.Value(name=name, const_value=ir.tensor(np.ascontiguousarray(array), name=name))
-    graph.register_initializer(value)
-    return value
-
-
 def _is_linear_layer(node: ir.Node) -> bool:
     """A standard ``MatMul`` by a constant fp32 2-D matrix (a linear layer's weight)."""
     if node.op_type != "MatMul" or node.domain != "" or len(node.inputs) != 2:
@@ -212,10 +207,10 @@ def quantize_int8(model: ir.Model, spec: ExportSpec) -> dict[str, int]:
         if _is_linear_layer(node):
             groups.setdefault(node.inputs[0], []).append(node)
     levels = float(spec.int8_weight_max)
-    inv127 = _const(graph, "tommer_q.act_scale", np.array(1 / 127, np.float32))
-    zp128 = _const(graph, "tommer_q.act_zero_point", np.array(128, np.uint8))
-    last = _const(graph, "tommer_q.last_axis", np.array([-1], np.int64))
-    tiny = _const(graph, "tommer_q.tiny", np.array(np.finfo(np.float32).tiny, np.float32))
+    inv127 = _initializer(graph, "tommer_q.act_scale", np.array(1 / 127, np.float32))
+    zp128 = _initializer(graph, "tommer_q.act_zero_point", np.array(128, np.uint8))
+    last = _initializer(graph, "tommer_q.last_axis", np.array([-1], np.int64))
+    tiny = _initializer(graph, "tommer_q.tiny", np.array(np.finfo(np.float32).tiny, np.float32))
     quantized = 0
     for i, (x, users) in enumerate(groups.items()):
         first = users[0]
@@ -231,21 +226,21 @@ def quantize_int8(model: ir.Model, spec: ExportSpec) -> dict[str, int]:
         graph.insert_before(first, prep)
         for j, node in enumerate(users):
             w8, w_scale = _int8_columns(node.inputs[1].const_value, levels)
-            name = node.inputs[1].name or f"w{i}_{j}"
-            w8_v = _const(graph, f"{name}.int8", w8)
-            ws_v = _const(graph, f"{name}.scale", w_scale)
-            wzp_v = _const(graph, f"{name}.zero_point", np.zeros(w8.shape[1], np.int8))
+            weight_name = node.inputs[1].name or f"w{i}_{j}"
+            w8_v = _initializer(graph, f"{weight_name}.int8", w8)
+            ws_v = _initializer(graph, f"{weight_name}.scale", w_scale)
+            wzp_v = _initializer(graph, f"{weight_name}.zero_point", np.zeros(w8.shape[1], np.int8))
             mm = ir.node("MatMulIntegerToFloat", inputs=[q.outputs[0], w8_v, inv127, ws_v, zp128, wzp_v],
                          domain="com.microsoft")
             out = ir.node("Mul", inputs=[mm.outputs[0], scale.outputs[0]])
             mm.name, out.name = f"{node.name}/int8", f"{node.name}/rescale"
             graph.insert_before(node, [mm, out])
             y, new = node.outputs[0], out.outputs[0]
-            new.dtype, new.shape, name = y.dtype, y.shape, y.name
+            new.dtype, new.shape, out_name = y.dtype, y.shape, y.name
             ir.convenience.replace_all_uses_with(y, new, replace_graph_outputs=True)
             old = node.inputs[1]
             graph.remove(node, safe=True)
-            new.name = name  # a graph output keeps its name
+            new.name = out_name  # a graph output keeps its name
             if not old.uses() and old.name in graph.initializers:
                 del graph.initializers[old.name]
             quantized += 1

@@ -26,6 +26,12 @@ OUT_OF_MEMORY_SIGNS = ("out of memory", "failed to allocate", "bad_alloc", "bad 
 VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> list[str]:
+    """The CPU's feature flags as Linux lists them; OSError where that file cannot be read."""
+    with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+        return next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+
+
 @functools.lru_cache(maxsize=1)
 def int8_needs_exact_mode(cpuinfo: str = "/proc/cpuinfo") -> bool:
     """Whether int8 graphs must run onnxruntime's exact uint8 x uint8 GEMM on this CPU.
@@ -40,8 +46,7 @@ def int8_needs_exact_mode(cpuinfo: str = "/proc/cpuinfo") -> bool:
     if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
         return False
     try:
-        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+        flags = cpu_flags(cpuinfo)
     except OSError:
         return True
     return not any(flag in flags for flag in VNNI_FLAGS)
