@@ -275,7 +275,8 @@ def export_bundle(options: ExportOptions, spec: ExportSpec = ExportSpec(), step:
         if options.quantize == "int8":
             counts = quantize_int8(model, spec)
             step(f"int8 linear layers: {counts['MatMulIntegerToFloat']} MatMuls, "
-                 f"{counts['quantized_inputs']} activations quantized per row")
+                 f"{counts['quantized_inputs']} activations quantized per row, "
+                 f"{counts['rescales_left_out']} output rescales moved to the next quantizer")
         fused = fused_op_counts(model)
         step(f"graph for {options.target}: fused operators {fused or 'none'}"
              + (f"; onnxruntime rewriter: {result.rewrites}" if result.rewrites else ""))

@@ -59,7 +59,101 @@ def fuse_for_onnxruntime(model: ir.Model) -> dict[str, int]:
     from onnxscript.rewriter.ort_fusions import optimize_for_ort
 
     _, counts = optimize_for_ort(model)
-    return {name: int(n) for name, n in sorted(counts.items()) if n}
+    counts = {name: int(n) for name, n in sorted(counts.items()) if n}
+    if n := attention_on_3d(model):
+        counts["attention_3d"] = n
+    return counts
+
+
+def _only_consumer(value: ir.Value, outputs: set[ir.Value]) -> ir.Node | None:
+    uses = value.uses()
+    return uses[0].node if len(uses) == 1 and value not in outputs else None
+
+
+def _head_split(value: ir.Value, outputs: set[ir.Value]) -> tuple[ir.Value, list[ir.Node]] | None:
+    """``value = Transpose(Reshape(x, (b, s, heads, dim)), perm=(0, 2, 1, 3))``: ``x`` and the two nodes."""
+    transpose = value.producer()
+    if (transpose is None or transpose.op_type != "Transpose" or transpose.domain != ""
+            or list(transpose.attributes.get_ints("perm", [])) != [0, 2, 1, 3]):
+        return None
+    reshape = transpose.inputs[0].producer()
+    if (reshape is None or reshape.op_type != "Reshape" or reshape.domain != ""
+            or _only_consumer(transpose.inputs[0], outputs) is not transpose or _only_consumer(value, outputs) is None):
+        return None
+    x = reshape.inputs[0]
+    if x.shape is None or len(x.shape) != 3:
+        return None
+    return x, [transpose, reshape]
+
+
+def attention_on_3d(model: ir.Model) -> int:
+    """Feed ``RotaryEmbedding`` and ``Attention`` (opset 23) (batch, seq, heads * dim) tensors, in place.
+
+    The traced graph splits q, k and v into heads (Reshape, Transpose to (batch, heads,
+    seq, dim)) before the rotary embedding and attention, and merges them back after.
+    Both operators take the 3-D layout themselves (``num_heads``, ``q_num_heads`` /
+    ``kv_num_heads``), which is the layout the linear layers produce and read: four
+    ``Transpose`` copies per layer go, the numbers stay the same (bit-identical outputs
+    on onnxruntime's CPU kernels). Nodes that do not match the pattern are left alone.
+    Returns how many ``Attention`` nodes were rewritten.
+    """
+    graph = model.graph
+    outputs = set(graph.outputs)
+    rewritten = 0
+    for attention in [n for n in graph if n.op_type == "Attention" and n.domain == ""]:
+        if len(attention.inputs) < 3 or len(attention.outputs) != 1 or "q_num_heads" in attention.attributes:
+            continue
+        parts = {}
+        for name, value in zip("qk", attention.inputs[:2]):
+            rotary = value.producer()
+            if (rotary is None or rotary.op_type != "RotaryEmbedding" or rotary.domain != ""
+                    or "num_heads" not in rotary.attributes or _only_consumer(value, outputs) is not attention):
+                break
+            split = _head_split(rotary.inputs[0], outputs)
+            if split is None:
+                break
+            parts[name] = (rotary, *split)
+        v_split = _head_split(attention.inputs[2], outputs) if attention.inputs[2] is not None else None
+        merge_t = _only_consumer(attention.outputs[0], outputs)
+        merge_r = _only_consumer(merge_t.outputs[0], outputs) if merge_t is not None else None
+        if (len(parts) != 2 or v_split is None or _only_consumer(attention.inputs[2], outputs) is not attention
+                or merge_t is None or merge_t.op_type != "Transpose"
+                or list(merge_t.attributes.get_ints("perm", [])) != [0, 2, 1, 3]
+                or merge_r is None or merge_r.op_type != "Reshape"):
+            continue
+        new_nodes, heads = [], {}
+        for name in "qk":
+            rotary, x, _ = parts[name]
+            heads[name] = rotary.attributes["num_heads"].as_int()
+            node = ir.node("RotaryEmbedding", inputs=[x, *rotary.inputs[1:]],
+                           attributes={a.name: a for a in rotary.attributes.values()}, name=f"{rotary.name}/3d")
+            node.outputs[0].dtype, node.outputs[0].shape = x.dtype, x.shape
+            new_nodes.append(node)
+        attributes = {a.name: a for a in attention.attributes.values()}
+        attributes["q_num_heads"] = ir.AttrInt64("q_num_heads", heads["q"])
+        attributes["kv_num_heads"] = ir.AttrInt64("kv_num_heads", heads["k"])
+        fused = ir.node("Attention", inputs=[new_nodes[0].outputs[0], new_nodes[1].outputs[0], v_split[0],
+                                             *attention.inputs[3:]], attributes=attributes, name=f"{attention.name}/3d")
+        new_nodes.append(fused)
+        y = merge_r.outputs[0]
+        out = fused.outputs[0]
+        out.dtype, out.shape = y.dtype, y.shape
+        graph.insert_before(attention, new_nodes)
+        ir.convenience.replace_all_uses_with(y, out, replace_graph_outputs=True)
+        name = y.name
+        old = [merge_r, merge_t, attention]
+        for name_ in "qk":
+            rotary, _, (transpose, reshape) = parts[name_]
+            old += [rotary, transpose, reshape]
+        old += v_split[1]
+        graph.remove(old, safe=True)
+        out.name = name
+        rewritten += 1
+    if rewritten:
+        import onnx_ir.passes.common as common_passes
+
+        common_passes.RemoveUnusedNodesPass()(model)  # the head split's shape arithmetic
+    return rewritten
 
 
 def fused_op_counts(model: ir.Model) -> dict[str, int]:
@@ -183,7 +277,7 @@ def quantize_int8(model: ir.Model, spec: ExportSpec) -> dict[str, int]:
     before ``attach_head`` so the head and the norms stay fp32) becomes::
 
         m = max(|x|) over each row          (ReduceMax, ReduceMin: one scale per token)
-        q = QuantizeLinear(x / m, 1/127, 128)            uint8, static scale
+        q = QuantizeLinear(x, m/127, 128)   uint8, one block per row (opset-21 block_size)
         y = MatMulIntegerToFloat(q, W8, 1/127, w_scale, 128, 0) * m
 
     with ``W8`` int8 per output column (symmetric, ``spec.int8_weight_max`` levels).
@@ -195,6 +289,12 @@ def quantize_int8(model: ir.Model, spec: ExportSpec) -> dict[str, int]:
     for the integer GEMM (``benchmarks/results/int8_kernels.md``). Row scales keep both:
     integer GEMM rows are independent and exact, so the result is batch-invariant.
 
+    The final ``* m`` reads and writes the whole fp32 output. Where a layer's output is
+    only multiplied elementwise into the input of other quantized layers (``up`` in
+    ``silu(gate) * up``, read by ``down``), the multiplication is left out: the product is
+    then ``m`` times smaller in each row, which its own row scale absorbs exactly, and
+    ``m`` joins that layer's (one number per row) rescale instead.
+
     CPUs without VNNI multiply uint8 by int8 with 16-bit saturating adds (vpmaddubsw),
     which full-range int8 weights can overflow: tommer's sessions on such CPUs set
     onnxruntime's ``session.x64quantprecision`` (exact uint8 x uint8 kernel;
@@ -202,27 +302,40 @@ def quantize_int8(model: ir.Model, spec: ExportSpec) -> dict[str, int]:
     several MatMuls (q, k, v; gate, up) are quantized once. Returns counts.
     """
     graph = model.graph
+    if model.opset_imports.get("", 0) < 21:
+        raise ValueError("quantize_int8 needs opset 21 or later (QuantizeLinear with block_size)")
     groups: dict[ir.Value, list[ir.Node]] = {}
     for node in graph:
         if _is_linear_layer(node):
             groups.setdefault(node.inputs[0], []).append(node)
+    deferred = _deferred_rescales(graph, groups)
     levels = float(spec.int8_weight_max)
     inv127 = _initializer(graph, "tommer_q.act_scale", np.array(1 / 127, np.float32))
     zp128 = _initializer(graph, "tommer_q.act_zero_point", np.array(128, np.uint8))
     last = _initializer(graph, "tommer_q.last_axis", np.array([-1], np.int64))
     tiny = _initializer(graph, "tommer_q.tiny", np.array(np.finfo(np.float32).tiny, np.float32))
+    carried: dict[ir.Value, ir.Value] = {}  # group input -> row scale of a rescale left out upstream
     quantized = 0
     for i, (x, users) in enumerate(groups.items()):
         first = users[0]
+        k = users[0].inputs[1].const_value.shape[0]
         hi = ir.node("ReduceMax", inputs=[x, last], attributes={"keepdims": 1})
         lo = ir.node("ReduceMin", inputs=[x, last], attributes={"keepdims": 1})
         neg = ir.node("Neg", inputs=[lo.outputs[0]])
         scale = ir.node("Max", inputs=[hi.outputs[0], neg.outputs[0], tiny])  # max |x| of the row, never 0
-        unit = ir.node("Div", inputs=[x, scale.outputs[0]])
-        q = ir.node("QuantizeLinear", inputs=[unit.outputs[0], inv127, zp128])
-        prep = [hi, lo, neg, scale, unit, q]
+        step = ir.node("Mul", inputs=[scale.outputs[0], inv127])
+        shape = ir.node("Shape", inputs=[step.outputs[0]])
+        zero = ir.node("Expand", inputs=[zp128, shape.outputs[0]])
+        q = ir.node("QuantizeLinear", inputs=[x, step.outputs[0], zero.outputs[0]],
+                    attributes={"axis": -1, "block_size": k})
+        prep = [hi, lo, neg, scale, step, shape, zero, q]
+        row_scale = scale.outputs[0]
+        if x in carried:
+            total = ir.node("Mul", inputs=[row_scale, carried[x]])
+            prep.append(total)
+            row_scale = total.outputs[0]
         for node in prep:
-            node.name = f"tommer_q/{i}/{node.op_type}"
+            node.name = f"tommer_q/{i}/{node.op_type}" + ("/carried" if node is prep[-1] and x in carried else "")
         graph.insert_before(first, prep)
         for j, node in enumerate(users):
             w8, w_scale = _int8_columns(node.inputs[1].const_value, levels)
@@ -232,10 +345,18 @@ def quantize_int8(model: ir.Model, spec: ExportSpec) -> dict[str, int]:
             wzp_v = _initializer(graph, f"{weight_name}.zero_point", np.zeros(w8.shape[1], np.int8))
             mm = ir.node("MatMulIntegerToFloat", inputs=[q.outputs[0], w8_v, inv127, ws_v, zp128, wzp_v],
                          domain="com.microsoft")
-            out = ir.node("Mul", inputs=[mm.outputs[0], scale.outputs[0]])
-            mm.name, out.name = f"{node.name}/int8", f"{node.name}/rescale"
-            graph.insert_before(node, [mm, out])
-            y, new = node.outputs[0], out.outputs[0]
+            mm.name = f"{node.name}/int8"
+            new_nodes = [mm]
+            if node in deferred:
+                carried[deferred[node]] = row_scale  # the product's row scale absorbs it
+                new = mm.outputs[0]
+            else:
+                out = ir.node("Mul", inputs=[mm.outputs[0], row_scale])
+                out.name = f"{node.name}/rescale"
+                new_nodes.append(out)
+                new = out.outputs[0]
+            graph.insert_before(node, new_nodes)
+            y = node.outputs[0]
             new.dtype, new.shape, out_name = y.dtype, y.shape, y.name
             ir.convenience.replace_all_uses_with(y, new, replace_graph_outputs=True)
             old = node.inputs[1]
@@ -245,4 +366,31 @@ def quantize_int8(model: ir.Model, spec: ExportSpec) -> dict[str, int]:
                 del graph.initializers[old.name]
             quantized += 1
     model.opset_imports.setdefault("com.microsoft", 1)
-    return {"MatMulIntegerToFloat": quantized, "quantized_inputs": len(groups)}
+    return {"MatMulIntegerToFloat": quantized, "quantized_inputs": len(groups), "rescales_left_out": len(deferred)}
+
+
+def _deferred_rescales(graph: ir.Graph, groups: dict[ir.Value, list[ir.Node]]) -> dict[ir.Node, ir.Value]:
+    """Linear layers whose row rescale can move to the next quantizer: layer -> that quantizer's input.
+
+    The layer's output must be read once, by an elementwise ``Mul`` of two same-rank
+    operands, and that product only by other linear layers (one group), so that
+    ``Mul(a, y * m) = Mul(a, y) * m`` reaches nothing but a row-scaled quantizer.
+    """
+    outputs = set(graph.outputs)
+    layer_of = {node.outputs[0]: node for users in groups.values() for node in users}
+    deferred: dict[ir.Node, ir.Value] = {}
+    for x, users in groups.items():
+        mul = x.producer()
+        if (mul is None or mul.op_type != "Mul" or mul.domain != "" or x in outputs
+                or len(x.uses()) != len(users)):
+            continue
+        a, b = mul.inputs
+        if a is None or b is None or a.shape is None or b.shape is None or len(a.shape) != len(b.shape):
+            continue
+        for operand in (b, a):
+            layer = layer_of.get(operand)
+            if (layer is not None and operand not in outputs and len(operand.uses()) == 1
+                    and layer.inputs[0] is not x):
+                deferred[layer] = x
+                break
+    return deferred

@@ -29,7 +29,7 @@ def layer(tmp_path_factory):
 def test_graph_form(layer):
     _, _, counts, model = layer
     ops = [n.op_type for n in model.graph]
-    assert counts == {"MatMulIntegerToFloat": 1, "quantized_inputs": 1}
+    assert counts == {"MatMulIntegerToFloat": 1, "quantized_inputs": 1, "rescales_left_out": 0}
     assert "MatMul" not in ops and ops.count("MatMulIntegerToFloat") == 1
     assert [v.name for v in model.graph.outputs] == ["y"]  # the output keeps its name
     w8 = next(v for v in model.graph.initializers.values() if v.name.endswith(".int8")).const_value.numpy()
@@ -117,3 +117,52 @@ def test_saved_graph_does_not_point_into_a_deleted_folder(tmp_path):
     out = create_session(tmp_path / "model.onnx", "cpu").run(None, {"x": x})[0]
     exact = x @ weight + bias
     assert np.abs(out - exact).max() / np.abs(exact).max() < 0.03
+
+
+def _mlp_model(gate: np.ndarray, up: np.ndarray, down: np.ndarray, up_also_output: bool = False):
+    """``down(silu(x @ gate) * (x @ up))``, the Llama MLP, optionally with ``x @ up`` as a second output."""
+    hidden, inner = gate.shape
+    x = ir.Value(name="x", type=ir.TensorType(ir.DataType.FLOAT), shape=ir.Shape(["m", hidden]))
+    weights = {name: ir.Value(name=name, const_value=ir.tensor(w, name=name))
+               for name, w in (("gate", gate), ("up", up), ("down", down))}
+    g = ir.node("MatMul", inputs=[x, weights["gate"]])
+    u = ir.node("MatMul", inputs=[x, weights["up"]])
+    sig = ir.node("Sigmoid", inputs=[g.outputs[0]])
+    silu = ir.node("Mul", inputs=[g.outputs[0], sig.outputs[0]])
+    prod = ir.node("Mul", inputs=[silu.outputs[0], u.outputs[0]])
+    d = ir.node("MatMul", inputs=[prod.outputs[0], weights["down"]])
+    nodes = [g, u, sig, silu, prod, d]
+    for node, width in zip(nodes, (inner, inner, inner, inner, inner, hidden)):
+        node.outputs[0].dtype, node.outputs[0].shape = ir.DataType.FLOAT, ir.Shape(["m", width])
+    d.outputs[0].name, u.outputs[0].name = "y", "up_out"
+    outputs = [d.outputs[0]] + ([u.outputs[0]] if up_also_output else [])
+    graph = ir.Graph(inputs=[x], outputs=outputs, nodes=nodes, initializers=list(weights.values()),
+                     opset_imports={"": 21}, name="mlp")
+    return ir.Model(graph, ir_version=10)
+
+
+@pytest.mark.parametrize("up_also_output", [False, True])
+def test_mlp_rescale_moves_to_the_next_quantizer(tmp_path, up_also_output):
+    """``up``'s row rescale is left out when only ``down``'s quantizer sees it (its row scale
+    absorbs it), kept when ``up``'s output is read elsewhere; the result is the same either way."""
+    rng = np.random.default_rng(10)
+    gate, up = (rng.standard_normal((2, K, 4 * K)) * 0.1).astype(np.float32)
+    down = (rng.standard_normal((4 * K, K)) * 0.1).astype(np.float32)
+    model = _mlp_model(gate, up, down, up_also_output)
+    counts = quantize_int8(model, ExportSpec())
+    moved = 0 if up_also_output else 1
+    assert counts == {"MatMulIntegerToFloat": 3, "quantized_inputs": 2, "rescales_left_out": moved}
+    assert sum(n.name.endswith("/rescale") for n in model.graph) == 3 - moved
+    ir.save(model, tmp_path / "mlp.onnx")
+    session = create_session(tmp_path / "mlp.onnx", "cpu")
+    scales = np.logspace(-2, 1, 24, dtype=np.float32)[:, None]
+    x = (rng.standard_normal((24, K)) * scales).astype(np.float32)
+    outputs = session.run(None, {"x": x})
+    g, u = x @ gate, x @ up
+    exact = ((g / (1 + np.exp(-g))) * u) @ down
+    row_error = np.abs(outputs[0] - exact).max(axis=1) / np.abs(exact).max(axis=1)
+    assert row_error.max() < 0.05  # two 8-bit products in a row
+    if up_also_output:  # the second output is still x @ up, rescaled
+        assert np.abs(outputs[1] - u).max() / np.abs(u).max() < 0.03
+    for i in (0, 11, 23):  # batch-invariant: each row alone gives the same bits
+        assert np.array_equal(session.run(None, {"x": x[i:i + 1]})[0][0], outputs[0][i])

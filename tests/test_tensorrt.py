@@ -31,6 +31,9 @@ def test_onnxruntime_graph_has_one_fused_attention_norm_and_rotary_per_block(tin
                for n in causal)  # causal, and no mask input at all
     assert manifest.graph.fused_ops == {"Attention": blocks, "RMSNormalization": 2 * blocks,
                                         "RotaryEmbedding": 2 * blocks}
+    # attention and rotary read the linear layers' (batch, seq, heads * dim) layout: no head transposes
+    assert manifest.graph.rewrites.get("attention_3d") == blocks and ops[("", "Transpose")] == 0
+    assert all(n.attributes["q_num_heads"].value == 4 and n.attributes["kv_num_heads"].value == 2 for n in causal)
     assert not manifest.graph.tensorrt_ready
     assert [f.name for f in model.functions.values()] == ["SpanBand"]
 
