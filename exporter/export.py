@@ -279,7 +279,7 @@ def export_bundle(options: ExportOptions, spec: ExportSpec = ExportSpec(), step:
                  f"{counts['rescales_left_out']} output rescales moved to the next quantizer")
         fused = fused_op_counts(model)
         step(f"graph for {options.target}: fused operators {fused or 'none'}"
-             + (f"; onnxruntime rewriter: {result.rewrites}" if result.rewrites else ""))
+             + (f"; rewrites: {result.rewrites}" if result.rewrites else ""))
         attach_head(model, head, geometry, spec)
         if options.target == "tensorrt":
             trt = _check_for_tensorrt(inline_head(model), step)

@@ -5,8 +5,9 @@ Two targets (``ExportOptions.target``):
 * ``onnxruntime``: opset 23. The backbone is traced with ``causal_attention`` so that
   attention is one ``Attention`` node (no mask tensor); torch's exporter writes
   ``RMSNormalization`` and ``RotaryEmbedding`` for the norms and rotary tables, and
-  onnxscript's onnxruntime rewriter adds what it finds on top. onnxruntime has fused
-  CPU and CUDA kernels for all of them.
+  onnxscript's onnxruntime rewriter adds what it finds on top; ``attention_on_3d``
+  then feeds attention and rotary the (batch, seq, heads * dim) layout. onnxruntime has
+  fused CPU and CUDA kernels for all of them.
 * ``tensorrt``: opset 20, standard operators only (attention, norms and rotary as
   MatMul/Softmax/ReduceMean/...: TensorRT fuses them itself), the head function inlined,
   and every node checked against TensorRT's parser (``exporter/tensorrt.py``).
@@ -55,7 +56,7 @@ def export_backbone(backbone: TruncatedBackbone, dtype: str, spec: ExportSpec,
 
 
 def fuse_for_onnxruntime(model: ir.Model) -> dict[str, int]:
-    """onnxscript's onnxruntime rewriter, in place; the count of each fusion it applied."""
+    """onnxscript's onnxruntime rewriter, then tommer's ``attention_on_3d``, in place; the count of each rewrite applied."""
     from onnxscript.rewriter.ort_fusions import optimize_for_ort
 
     _, counts = optimize_for_ort(model)

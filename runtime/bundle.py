@@ -102,6 +102,8 @@ class GraphInfo:
     RotaryEmbedding) for the CPU and CUDA providers. ``tensorrt``: standard operators of
     the opsets TensorRT's parser reads, head inlined, checked against its operator table
     (``tensorrt``: the check's report; TensorRT runs only bundles whose check passed).
+    ``rewrites``: how many times each export-time graph rewrite applied (onnxscript's
+    onnxruntime fusions, ``attention_3d``: attention on the (batch, seq, heads * dim) layout).
     """
 
     target: str = "onnxruntime"
