@@ -136,19 +136,11 @@ def attention_on_3d(model: ir.Model) -> int:
         fused = ir.node("Attention", inputs=[new_nodes[0].outputs[0], new_nodes[1].outputs[0], v_split[0],
                                              *attention.inputs[3:]], attributes=attributes, name=f"{attention.name}/3d")
         new_nodes.append(fused)
-        y = merge_r.outputs[0]
-        out = fused.outputs[0]
-        out.dtype, out.shape = y.dtype, y.shape
-        graph.insert_before(attention, new_nodes)
-        ir.convenience.replace_all_uses_with(y, out, replace_graph_outputs=True)
-        name = y.name
-        old = [merge_r, merge_t, attention]
-        for name_ in "qk":
-            rotary, _, (transpose, reshape) = parts[name_]
-            old += [rotary, transpose, reshape]
-        old += v_split[1]
-        graph.remove(old, safe=True)
-        out.name = name
+        old = [merge_r, merge_t, attention, *v_split[1]]
+        for rotary, _, split_nodes in parts.values():
+            old += [rotary, *split_nodes]
+        ir.convenience.replace_nodes_and_values(graph, attention, old, new_nodes,
+                                                [merge_r.outputs[0]], [fused.outputs[0]])
         rewritten += 1
     if rewritten:
         import onnx_ir.passes.common as common_passes
@@ -330,13 +322,13 @@ def quantize_int8(model: ir.Model, spec: ExportSpec) -> dict[str, int]:
         q = ir.node("QuantizeLinear", inputs=[x, step.outputs[0], zero.outputs[0]],
                     attributes={"axis": -1, "block_size": k})
         prep = [hi, lo, neg, scale, step, shape, zero, q]
+        for node in prep:
+            node.name = f"tommer_q/{i}/{node.op_type}"
         row_scale = scale.outputs[0]
         if x in carried:
-            total = ir.node("Mul", inputs=[row_scale, carried[x]])
+            total = ir.node("Mul", inputs=[row_scale, carried[x]], name=f"tommer_q/{i}/Mul/carried")
             prep.append(total)
             row_scale = total.outputs[0]
-        for node in prep:
-            node.name = f"tommer_q/{i}/{node.op_type}" + ("/carried" if node is prep[-1] and x in carried else "")
         graph.insert_before(first, prep)
         for j, node in enumerate(users):
             w8, w_scale = _int8_columns(node.inputs[1].const_value, levels)
@@ -350,19 +342,12 @@ def quantize_int8(model: ir.Model, spec: ExportSpec) -> dict[str, int]:
             new_nodes = [mm]
             if node in deferred:
                 carried[deferred[node]] = row_scale  # the product's row scale absorbs it
-                new = mm.outputs[0]
             else:
-                out = ir.node("Mul", inputs=[mm.outputs[0], row_scale])
-                out.name = f"{node.name}/rescale"
-                new_nodes.append(out)
-                new = out.outputs[0]
-            graph.insert_before(node, new_nodes)
-            y = node.outputs[0]
-            new.dtype, new.shape, out_name = y.dtype, y.shape, y.name
-            ir.convenience.replace_all_uses_with(y, new, replace_graph_outputs=True)
+                new_nodes.append(ir.node("Mul", inputs=[mm.outputs[0], row_scale], name=f"{node.name}/rescale"))
             old = node.inputs[1]
-            graph.remove(node, safe=True)
-            new.name = out_name  # a graph output keeps its name
+            # the last new node's output takes the MatMul output's place, name and type
+            ir.convenience.replace_nodes_and_values(graph, node, [node], new_nodes,
+                                                    [node.outputs[0]], [new_nodes[-1].outputs[0]])
             if not old.uses() and old.name in graph.initializers:
                 del graph.initializers[old.name]
             quantized += 1
