@@ -120,8 +120,9 @@ def attention_on_3d(model: ir.Model) -> int:
         if (len(parts) != 2 or v_split is None or _only_consumer(attention.inputs[2], outputs) is not attention
                 or merge_t is None or merge_t.op_type != "Transpose"
                 or list(merge_t.attributes.get_ints("perm", [])) != [0, 2, 1, 3]
-                or merge_r is None or merge_r.op_type != "Reshape"):
-            continue
+                or merge_r is None or merge_r.op_type != "Reshape"
+                or (merge_r.outputs[0].shape is not None and len(merge_r.outputs[0].shape) != 3)):
+            continue  # (the merge must give back (batch, seq, heads * dim), as the 3-D Attention does)
         new_nodes, heads = [], {}
         for name in "qk":
             rotary, x, _ = parts[name]
