@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import queue
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -20,7 +22,7 @@ from .decoding import SELECTORS, STRATEGIES
 from .errors import BundleError, Cancelled, InputError
 from .mentions import MENTION_TYPE, Mention, mention_lists, mentions_array  # noqa: F401 - re-exported
 from .providers import Settings, graph_kind, tensorrt_profiles
-from .session import GPU_PROVIDERS, GraphRunner, graph_run_error, is_onnxruntime_error, open_session
+from .session import GPU_PROVIDERS, GraphRunner, graph_run_error, is_onnxruntime_error, open_session, stream_threads
 from .spans import ChunkText, Hits, band_hits, mentions_column
 from .tokenization import BundleTokenizer
 from .windows import check_window_options, default_overlap, plan_windows
@@ -42,7 +44,8 @@ class AnnotateOptions:
     batch_tokens: int | None = None  # default per provider: DEFAULT_BATCH_TOKENS
     keep_candidates: float | None = None
     provider: str = "auto"
-    threads: int = 0
+    threads: int = 0  # CPU threads that run the graph, in all; 0: every usable core
+    streams: int = 0  # batches run at once (one session); 0: one per CPU thread (at most 8), 1 on GPUs
     buckets: bool | None = None  # shape buckets; None: on for GPU providers, off on the CPU
     io_binding: bool = True
     cuda_graphs: bool = False
@@ -98,42 +101,58 @@ class Annotator:
         settings = Settings(cache_dir=Path(options.cache_dir) if options.cache_dir else None,
                             bundle_id=self.manifest.bundle_id, cuda_graphs=options.cuda_graphs,
                             profiles=tensorrt_profiles(gpu_buckets.shapes(), self.manifest.input_names))
-        self.session, self.provider = open_session(self.folder / MODEL_NAME, options.provider, options.threads, kind=kind,
+        if options.streams < 0 or options.threads < 0:
+            raise InputError(f"--threads and --streams must be >= 0, found {options.threads} and {options.streams}")
+        # intra-op threads as for the CPU; GPU providers get one stream (the CPU split does not matter there)
+        _, intra = stream_threads("cpu", options.threads, options.streams)
+        self.session, self.provider = open_session(self.folder / MODEL_NAME, options.provider, intra, kind=kind,
                                                    settings=settings, tensorrt_ready=self.manifest.graph.tensorrt_ready,
                                                    exported_with=self.manifest.library_versions.get("onnxruntime"))
         gpu = self.provider in GPU_PROVIDERS
         if options.cuda_graphs and not gpu:
             raise InputError(f"--cuda-graphs needs a GPU provider (cuda or tensorrt); the session runs on {self.provider}")
+        streams, _ = stream_threads(self.provider, options.threads, options.streams)
+        if options.cuda_graphs and streams > 1:
+            raise InputError(f"--cuda-graphs needs one stream (a captured graph replays fixed buffers); found --streams {streams}")
         batch_tokens = options.batch_tokens or DEFAULT_BATCH_TOKENS[self.provider]
         use_buckets = gpu if options.buckets is None else options.buckets
         if options.cuda_graphs and not use_buckets:
             raise InputError("--cuda-graphs needs shape buckets (a fixed set of shapes to capture): drop --no-buckets")
         self.buckets = ShapeBuckets.ladder(options.max_tokens, batch_tokens) if use_buckets else None
-        self.options = dataclasses.replace(options, batch_tokens=batch_tokens, buckets=use_buckets)
-        self.runner = GraphRunner(self.session, self.provider, io_binding=options.io_binding,
-                                  cuda_graphs=options.cuda_graphs,
-                                  graph_shapes=self.buckets.shapes() if self.buckets else None,
-                                  input_names=tuple(self.manifest.input_names))
+        self.options = dataclasses.replace(options, batch_tokens=batch_tokens, buckets=use_buckets, streams=streams)
+        # one runner (IO-binding buffers) per stream; a stream takes a free runner for each batch
+        self.runners = [GraphRunner(self.session, self.provider, io_binding=options.io_binding,
+                                    cuda_graphs=options.cuda_graphs,
+                                    graph_shapes=self.buckets.shapes() if self.buckets else None,
+                                    input_names=tuple(self.manifest.input_names)) for _ in range(streams)]
+        self._pool: ThreadPoolExecutor | None = None
         # Called from the inference thread after each batch with (rows, tokens) done: rows are the
         # chunk's rows times the batch's share of the chunk's tokens, so progress moves within a chunk.
         self.on_progress: Callable[[float, int], None] | None = None
         self.reset_cancel()
 
+    @property
+    def runner(self) -> GraphRunner:
+        """The first stream's runner (the only one with ``streams=1``)."""
+        return self.runners[0]
+
     def cancel(self) -> None:
-        """Stop ``infer`` from another thread: the graph run in flight is terminated, no batch starts."""
+        """Stop ``infer`` from another thread: the graph runs in flight are terminated, no batch starts."""
         self._cancelled.set()
-        self.runner.terminate()
+        for runner in self.runners:
+            runner.terminate()
 
     def reset_cancel(self) -> None:
         """Make the annotator usable again after ``cancel`` (once nothing runs)."""
         self._cancelled = threading.Event()
-        self.runner.reset()
+        for runner in self.runners:
+            runner.reset()
 
-    def _run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def _run(self, runner: GraphRunner, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         if self._cancelled.is_set():
             raise Cancelled("annotation cancelled")
         try:
-            return self.runner.run(ids, mask)
+            return runner.run(ids, mask)
         except Exception as exc:  # onnxruntime's own error type for a terminated run
             if self._cancelled.is_set():
                 raise Cancelled("annotation cancelled while the graph ran") from exc
@@ -156,7 +175,9 @@ class Annotator:
         """Run the graph over every window of every document, in length-sorted batches.
 
         Only the candidate spans leave this stage (``chunk.hits``): each batch's band is
-        thresholded as soon as it comes out of the graph and then freed.
+        thresholded as soon as it comes out of the graph and then freed. With several
+        streams, that many batches run at once (one runner each); results are taken in
+        batch order, so the output does not depend on the number of streams.
         """
         start = time.perf_counter()
         opts, tokens = self.options, chunk.tokens
@@ -166,17 +187,38 @@ class Annotator:
         first = tokens.start[win["doc"]] + win["start"]  # flat position of each window's first row
         found, total = [], int(win["length"].sum())
         lengths = win["length"]
-        batches = self.buckets.plan(lengths) if self.buckets else plan_exact(lengths, opts.batch_tokens)
-        for batch in batches:
+        batches = list(self.buckets.plan(lengths) if self.buckets else plan_exact(lengths, opts.batch_tokens))
+        free: queue.SimpleQueue[GraphRunner] = queue.SimpleQueue()  # runners not in use (one per stream)
+        for runner in self.runners:
+            free.put(runner)
+
+        def run_batch(batch) -> tuple[int, Hits]:
             rows = batch.index
             ids, mask = self._gather(tokens.ids, first[rows], lengths[rows], batch.rows, batch.width)
-            band = self._run(ids, mask)[: len(rows)]
-            chunk.stats.padded_tokens += ids.size
-            found.append(band_hits(band, floor, win["doc"][rows], win["start"][rows], win["own_lo"][rows],
-                                   win["own_hi"][rows]))
-            if self.on_progress is not None:
-                done = int(lengths[rows].sum())
-                self.on_progress(len(chunk.texts) * done / total, done)
+            runner = free.get()
+            try:  # the band lives in the runner's buffers: threshold it before handing the runner back
+                band = self._run(runner, ids, mask)[: len(rows)]
+                return ids.size, band_hits(band, floor, win["doc"][rows], win["start"][rows], win["own_lo"][rows],
+                                           win["own_hi"][rows])
+            finally:
+                free.put(runner)
+
+        if len(self.runners) > 1 and len(batches) > 1:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(len(self.runners), thread_name_prefix="tommer-stream")
+            results = self._pool.map(run_batch, batches)  # pending batches are cancelled if one fails
+        else:
+            results = map(run_batch, batches)
+        try:
+            for batch, (padded, hits) in zip(batches, results):
+                chunk.stats.padded_tokens += padded
+                found.append(hits)
+                if self.on_progress is not None:
+                    done = int(lengths[batch.index].sum())
+                    self.on_progress(len(chunk.texts) * done / total, done)
+        finally:
+            if hasattr(results, "close"):
+                results.close()  # on an error: the batches not yet started are cancelled now
         if self.on_progress is not None and total == 0:  # only empty texts
             self.on_progress(len(chunk.texts), 0)
         chunk.stats.tokens += int(win["length"].sum())

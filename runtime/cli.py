@@ -54,7 +54,8 @@ def annotate(
     batch_tokens: Optional[int] = typer.Option(None, help="Token budget of a batch, padding included. [default: 512 on cpu (fastest measured: activations stay in cache), 65536 on cuda/tensorrt]"),
     chunk_rows: Optional[int] = typer.Option(None, help="Rows read, sorted by length and written per part (the look-ahead pool the batches are cut from; also the resume granularity). GPU budgets need a large pool: with 2,048 rows and 65,536-token batches only 64% of the tokens fed were real on the benchmark corpus, 92% with 16,384 (benchmarks/results/buckets.md). With --engine ray: rows per actor call. [default: 2048 on cpu, 16384 on cuda/tensorrt; 2048 with --engine ray]"),
     provider: Provider = typer.Option(Provider("auto"), help=f"onnxruntime execution provider; auto picks {', then '.join(AUTO_ORDER)} (the first that loads and suits the bundle); a named provider that is missing is an error."),
-    threads: int = typer.Option(0, help="onnxruntime intra-op threads; 0 lets onnxruntime use every core."),
+    threads: int = typer.Option(0, help="CPU threads that run the graph, in all (split among --streams); 0: every usable core."),
+    streams: int = typer.Option(0, help="Batches the graph runs at once (one session, each batch on its own --threads / --streams threads; output unchanged). On the 2-core benchmark machine two streams of one thread ran int8 1.27x and fp32 1.10x faster than one stream of two. 0: one per CPU thread (at most 8) on cpu, 1 on cuda/tensorrt."),
     buckets: Optional[bool] = typer.Option(None, "--buckets/--no-buckets", help="Shape buckets: window lengths rounded up to a ladder of 4 sizes per doubling and fixed rows per size, so the graph sees a small fixed set of shapes (TensorRT profiles, CUDA graphs). [default: on for cuda/tensorrt, off on cpu]"),
     io_binding: bool = typer.Option(True, "--io-binding/--no-io-binding", help="Run through onnxruntime IO binding with buffers made once per batch shape (on CUDA: device buffers, one copy of the band back)."),
     cuda_graphs: bool = typer.Option(False, help="Capture one CUDA graph per bucket shape and replay it (cuda/tensorrt only; needs buckets)."),
@@ -87,7 +88,7 @@ def annotate(
                       num_cpus_per_worker, num_gpus_per_worker, ray_address, AnnotateOptions(
                           decoding=decoding.value, threshold=threshold, max_tokens=max_tokens,
                           window_overlap=window_overlap, batch_tokens=batch_tokens, keep_candidates=keep_candidates,
-                          provider=provider.value, threads=threads, buckets=buckets, io_binding=io_binding,
+                          provider=provider.value, threads=threads, streams=streams, buckets=buckets, io_binding=io_binding,
                           cuda_graphs=cuda_graphs, cache_dir=str(cache_dir) if cache_dir else None),
                       resume=resume, overwrite=overwrite, quiet=quiet)
         return
@@ -96,7 +97,7 @@ def annotate(
             annotator = Annotator(model, AnnotateOptions(
                 decoding=decoding.value, threshold=threshold, max_tokens=max_tokens, window_overlap=window_overlap,
                 batch_tokens=batch_tokens, keep_candidates=keep_candidates, provider=provider.value, threads=threads,
-                buckets=buckets, io_binding=io_binding, cuda_graphs=cuda_graphs,
+                streams=streams, buckets=buckets, io_binding=io_binding, cuda_graphs=cuda_graphs,
                 cache_dir=str(cache_dir) if cache_dir else None))
             with _progress(quiet, sys.stderr.isatty(), progress_every) as bar:
                 annotator.on_progress = bar and bar.advance
@@ -113,7 +114,8 @@ def annotate(
     s = summary.stats
     resumed = f" (+{summary.resumed_rows} rows finished before the resume)" if summary.resumed_rows else ""
     typer.echo(
-        f"annotated {summary.files} file(s) ({summary.skipped_files} already done) on {annotator.provider}: "
+        f"annotated {summary.files} file(s) ({summary.skipped_files} already done) on {annotator.provider} "
+        f"({annotator.options.streams} stream{'s' if annotator.options.streams > 1 else ''}): "
         f"{s.rows} rows{resumed}, {s.documents_windowed} documents windowed, {s.tokens} tokens, {s.mentions} mentions, "
         f"padding {s.padding_fraction:.1%}, {summary.elapsed:.1f} s, {summary.tokens_per_second:,.0f} tokens/s"
     )

@@ -31,6 +31,7 @@ from .locations import RemotePath, atomic_writer, open_input, remove_tree
 from .pipeline import pipelined
 from .providers import DEFAULT_CHUNK_ROWS
 from .selection import Selection, choose, output_selection
+from .session import usable_cores
 from .sources import Source, open_source, read_chunks
 
 if TYPE_CHECKING:
@@ -355,11 +356,7 @@ def _metadata(path) -> dict[bytes, bytes] | None:
 
 def default_host_threads() -> int:
     """Threads of each host stage (tokenize, decode, write): one per 4 cores this process may use, 1 to 8."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(8, cores // 4))
+    return max(1, min(8, usable_cores() // 4))
 
 
 def output_metadata(annotator: Annotator, item: InputFile) -> dict[bytes, bytes]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -75,3 +76,94 @@ def test_io_binding_reuses_one_output_buffer_per_shape(tiny_bundle):
         np.testing.assert_array_equal(annotator.runner.run(cut_ids, cut_mask), run_band(annotator.session, cut_ids, cut_mask))
     assert len(annotator.runner._buffers) == annotator.runner.max_shapes
     assert list(annotator.runner._buffers)[-1] == (3, 44)  # the most recent shape is kept
+
+
+def test_streams_give_the_one_stream_output_in_batch_order(tiny_bundle):
+    import threading
+
+    from tommer.exporter.random_models import CORPUS
+    from tommer.runtime.annotator import Annotator, Chunk
+    from tommer.runtime.session import GraphRunner
+
+    class Recording(GraphRunner):
+        def run(self, ids, mask):
+            threads.add(threading.current_thread().name)
+            return super().run(ids, mask)
+
+    texts = CORPUS * 9 + ["Paris " * 90, "", None]
+    runs = {}
+    for streams in (1, 3):
+        threads: set[str] = set()
+        annotator = Annotator.from_bundle(tiny_bundle, provider="cpu", max_tokens=64, window_overlap=16,
+                                          batch_tokens=64, streams=streams)
+        assert annotator.options.streams == streams and len(annotator.runners) == streams
+        annotator.runners = [Recording(annotator.session, "cpu") for _ in range(streams)]
+        progress = []
+        annotator.on_progress = lambda rows, tokens: progress.append(tokens)
+        chunk = annotator.process(Chunk(texts=texts))
+        runs[streams] = (chunk.mentions.to_pylist(), chunk.stats, progress, set(threads))
+    one, three = runs[1], runs[3]
+    assert one[0] == three[0] and sum(len(m) for m in one[0]) > 0
+    assert (one[1].tokens, one[1].padded_tokens) == (three[1].tokens, three[1].padded_tokens)
+    assert one[2] == three[2] and sum(one[2]) == one[1].tokens  # progress per batch, in batch order
+    assert len(one[2]) > 6  # many batches, so that streams overlap
+    assert len(one[3]) == 1 and len(three[3]) >= 2 and not three[3] & one[3]
+
+
+def test_a_failing_stream_stops_the_batches_not_started(tiny_bundle):
+    from tommer.exporter.random_models import CORPUS
+    from tommer.runtime.annotator import Annotator
+    from tommer.runtime.session import GraphRunner
+
+    calls = []
+
+    class Counting(GraphRunner):
+        fail_at = None
+
+        def run(self, ids, mask):
+            calls.append(1)
+            if len(calls) == self.fail_at:
+                raise ValueError("stream failure")
+            return super().run(ids, mask)
+
+    annotator = Annotator.from_bundle(tiny_bundle, provider="cpu", max_tokens=64, window_overlap=16, batch_tokens=64,
+                                      streams=2)
+    annotator.runners = [Counting(annotator.session, "cpu") for _ in range(2)]
+    texts = CORPUS * 40
+    expected = annotator.annotate(texts)
+    batches = len(calls)
+    assert batches > 40
+    calls.clear()
+    Counting.fail_at = 2
+    with pytest.raises(ValueError, match="stream failure"):
+        annotator.annotate(texts)
+    annotator._pool.shutdown(wait=True)  # waits for every batch still queued, had it not been cancelled
+    annotator._pool = None
+    assert 2 <= len(calls) < batches // 2  # the batches not started when it failed never ran
+    calls.clear()
+    Counting.fail_at = None
+
+    def stop(rows, tokens):  # a failure in the loop that takes the results (e.g. the progress callback)
+        raise KeyboardInterrupt
+
+    annotator.on_progress = stop
+    with pytest.raises(KeyboardInterrupt) as info:  # its traceback keeps the stage's frame alive (as a pipeline does)
+        annotator.annotate(texts)
+    annotator._pool.shutdown(wait=True)
+    annotator._pool = None
+    assert 1 <= len(calls) < batches // 2 and info.value is not None
+    calls.clear()
+    annotator.on_progress = None  # the annotator still works, with the same mentions
+    assert annotator.annotate(texts) == expected and len(calls) == batches
+
+
+@pytest.mark.parametrize("provider,threads,streams,cores,expected", [
+    ("cpu", 0, 0, 2, (2, 1)), ("cpu", 0, 0, 32, (8, 4)), ("cpu", 4, 0, 32, (4, 1)), ("cpu", 4, 2, 32, (2, 2)),
+    ("cpu", 3, 1, 32, (1, 3)), ("cpu", 0, 1, 32, (1, 0)), ("cpu", 0, 5, 2, (5, 1)),
+    ("cuda", 0, 0, 32, (1, 0)), ("tensorrt", 6, 0, 32, (1, 6)),
+])
+def test_stream_threads_split_the_cores(monkeypatch, provider, threads, streams, cores, expected):
+    from tommer.runtime import session
+
+    monkeypatch.setattr(session, "usable_cores", lambda: cores)
+    assert session.stream_threads(provider, threads, streams) == expected

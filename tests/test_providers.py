@@ -158,17 +158,17 @@ def test_onnxruntime_errors_while_running_say_what_to_do(tiny_bundle):
     annotator = Annotator.from_bundle(tiny_bundle, provider="cpu")
     oom = state.RuntimeException("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Non-zero status code returned while "
                                  "running MatMul node. Failed to allocate memory for requested buffer of size 1234")
-    annotator.runner = GraphRunner(FailingSession(oom), "cpu", io_binding=False)
+    annotator.runners = [GraphRunner(FailingSession(oom), "cpu", io_binding=False)]
     with pytest.raises(GraphRunError, match=r"out of memory running a batch of 1 x \d+ tokens on the cpu provider.*"
                                             r"lower --batch-tokens \(now 512\).*--chunk-rows.*--max-tokens") as info:
         annotator.annotate(["John lives in Paris."])
     assert info.value.__cause__ is oom
-    annotator.runner = GraphRunner(FailingSession(state.InvalidArgument("Got invalid dimensions for input")), "cpu",
-                                   io_binding=False)
+    annotator.runners = [GraphRunner(FailingSession(state.InvalidArgument("Got invalid dimensions for input")), "cpu",
+                                    io_binding=False)]
     with pytest.raises(GraphRunError, match=r"onnxruntime failed running a batch .*InvalidArgument: Got invalid "
                                             r"dimensions.*--provider cpu"):
         annotator.annotate(["John lives in Paris."])
-    annotator.runner = GraphRunner(FailingSession(ValueError("a tommer bug")), "cpu", io_binding=False)
+    annotator.runners = [GraphRunner(FailingSession(ValueError("a tommer bug")), "cpu", io_binding=False)]
     with pytest.raises(ValueError, match="a tommer bug"):  # not onnxruntime's: not dressed up
         annotator.annotate(["John lives in Paris."])
 
