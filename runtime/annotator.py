@@ -21,8 +21,8 @@ from .columns import append_results, column_at, resolve_text_column, texts_of
 from .decoding import SELECTORS, STRATEGIES
 from .errors import BundleError, Cancelled, InputError
 from .mentions import MENTION_TYPE, Mention, mention_lists, mentions_array  # noqa: F401 - re-exported
-from .providers import Settings, graph_kind, tensorrt_profiles
-from .session import GPU_PROVIDERS, GraphRunner, graph_run_error, is_onnxruntime_error, open_session, stream_threads
+from .providers import Settings, graph_kind, stream_threads, tensorrt_profiles
+from .session import GPU_PROVIDERS, GraphRunner, graph_run_error, is_onnxruntime_error, open_session
 from .spans import ChunkText, Hits, band_hits, mentions_column
 from .tokenization import BundleTokenizer
 from .windows import check_window_options, default_overlap, plan_windows

@@ -31,7 +31,7 @@ from .locations import RemotePath, atomic_writer, open_input, remove_tree
 from .pipeline import pipelined
 from .providers import DEFAULT_CHUNK_ROWS
 from .selection import Selection, choose, output_selection
-from .session import usable_cores
+from .providers import usable_cores
 from .sources import Source, open_source, read_chunks
 
 if TYPE_CHECKING:

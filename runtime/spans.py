@@ -31,6 +31,7 @@ from .errors import InputError
 from .mentions import MENTION_TYPE
 
 MAX_CODE_POINT = 0x110000
+VIEW_BUFFER_LIMIT = 2**31  # a string view's offset is 32-bit: larger chunks gather bytes instead
 
 
 @lru_cache(maxsize=1)
@@ -152,11 +153,15 @@ def mentions_column(hits: Hits, chars: ChunkText, token_start: np.ndarray, offse
     s, e = chars.next_solid[s], chars.solid_end[e]
     keep = s < e
     doc, s, e, score = hits.doc[keep], s[keep], e[keep], hits.score[keep]
-    order = np.lexsort((-score, e, s))  # by (start, end), best score first (document order follows)
-    doc, s, e, score = doc[order], s[order], e[order], score[order]
-    first = np.ones(len(s), dtype=bool)
-    first[1:] = (s[1:] != s[:-1]) | (e[1:] != e[:-1])
-    doc, s, e, score = doc[first], s[first], e[first], score[first]
+    # by (start, end) as one integer key (a start fixes the document); one mention per key, best score
+    key = s * (int((e - s).max(initial=0)) + 1) + (e - s)
+    order = np.argsort(key)
+    key, doc, s, e = key[order], doc[order], s[order], e[order]
+    first = np.ones(len(key), dtype=bool)
+    first[1:] = key[1:] != key[:-1]
+    starts = np.flatnonzero(first)
+    score = np.maximum.reduceat(score[order], starts) if len(starts) else score[:0]
+    doc, s, e = doc[starts], s[starts], e[starts]
     list_offsets = np.zeros(n_docs + 1, dtype=np.int32)
     np.cumsum(np.bincount(doc, minlength=n_docs), out=list_offsets[1:])
     start, end = s - chars.base[doc], e - chars.base[doc]
@@ -168,15 +173,34 @@ def mentions_column(hits: Hits, chars: ChunkText, token_start: np.ndarray, offse
 
 
 def _gather_text(chars: ChunkText, s: np.ndarray, e: np.ndarray) -> pa.Array:
-    """The strings ``joined[s:e]`` as one Arrow string array, cut from the UTF-8 bytes."""
+    """The strings ``joined[s:e]`` as one Arrow string array, cut from the UTF-8 bytes.
+
+    Built as Arrow string views (16 bytes per string: its length and either the string
+    itself when it fits in 12 bytes, or its first 4 bytes and its offset in the chunk's
+    UTF-8 buffer), which Arrow's cast copies into a plain string array: no per-byte index
+    is made in numpy.
+    """
     lo, hi = chars.byte_of[s], chars.byte_of[e]
     sizes = hi - lo
-    text_offsets = np.zeros(len(s) + 1, dtype=np.int64)
+    if len(chars.utf8) >= VIEW_BUFFER_LIMIT:
+        return _gather_text_bytes(chars.utf8, lo, sizes)
+    padded = np.concatenate([chars.utf8, np.zeros(12, np.uint8)])
+    head = np.lib.stride_tricks.sliding_window_view(padded, 12)[lo]  # (n, 12): the first 12 bytes of each string
+    views = np.zeros((len(s), 16), np.uint8)
+    views[:, 4:] = np.where(np.arange(12) < sizes[:, None], head, 0)  # inline strings: zeros after the end
+    words = views.view(np.int32)  # (n, 4): length, prefix (4 bytes), buffer index, offset
+    words[:, 0] = sizes
+    long = sizes > 12
+    words[long, 2] = 0
+    words[long, 3] = lo[long]
+    view = pa.Array.from_buffers(pa.string_view(), len(s), [None, pa.py_buffer(views), pa.py_buffer(chars.utf8)])
+    return view.cast(pa.string())  # raises if one chunk's mention texts really exceed 2 GiB
+
+
+def _gather_text_bytes(utf8: np.ndarray, lo: np.ndarray, sizes: np.ndarray) -> pa.Array:
+    text_offsets = np.zeros(len(lo) + 1, dtype=np.int64)
     np.cumsum(sizes, out=text_offsets[1:])
     total = int(text_offsets[-1])
     index = np.repeat(lo - text_offsets[:-1], sizes) + np.arange(total, dtype=np.int64)
-    data = chars.utf8[index]
-    if total < 2**31:
-        return pa.StringArray.from_buffers(len(s), pa.py_buffer(text_offsets.astype(np.int32)), pa.py_buffer(data))
-    large = pa.LargeStringArray.from_buffers(len(s), pa.py_buffer(text_offsets), pa.py_buffer(data))
+    large = pa.LargeStringArray.from_buffers(len(lo), pa.py_buffer(text_offsets), pa.py_buffer(utf8[index]))
     return large.cast(pa.string())  # raises if one chunk's mention texts really exceed 2 GiB

@@ -163,7 +163,7 @@ def test_a_failing_stream_stops_the_batches_not_started(tiny_bundle):
     ("cuda", 0, 0, 32, (1, 0)), ("tensorrt", 6, 0, 32, (1, 6)),
 ])
 def test_stream_threads_split_the_cores(monkeypatch, provider, threads, streams, cores, expected):
-    from tommer.runtime import session
+    from tommer.runtime import providers
 
-    monkeypatch.setattr(session, "usable_cores", lambda: cores)
-    assert session.stream_threads(provider, threads, streams) == expected
+    monkeypatch.setattr(providers, "usable_cores", lambda: cores)
+    assert providers.stream_threads(provider, threads, streams) == expected

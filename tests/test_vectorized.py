@@ -107,6 +107,22 @@ def test_mention_text_is_cut_from_the_utf8_bytes():
             assert text[m["start"]:m["end"]] == m["text"]
 
 
+@pytest.mark.parametrize("views", [True, False])
+def test_mention_texts_of_every_size_are_exact(monkeypatch, views):
+    from tommer.runtime import spans
+
+    if not views:  # the byte-gather path of chunks too large for string views
+        monkeypatch.setattr(spans, "VIEW_BUFFER_LIMIT", 0)
+    rng = np.random.default_rng(3)
+    alphabet = ["a", "é", "名", "🙂", " ", "Z"]
+    text = "".join(rng.choice(alphabet, size=400))
+    chars = ChunkText([text])
+    s = rng.integers(0, 380, size=600)
+    e = s + rng.integers(1, 21, size=600)  # 1 to 80 bytes: inline (<= 12) and buffer views
+    got = spans._gather_text(chars, s, e)
+    assert got.type == pa.string() and got.to_pylist() == [text[a:b] for a, b in zip(s, e)]
+
+
 def test_lone_surrogate_is_a_clear_error():
     from tommer.runtime.errors import InputError
 
@@ -130,7 +146,7 @@ def test_annotator_equals_oracle_with_windows_and_batches(tiny_bundle, texts, se
                                       threshold=0.6, keep_candidates=0.4, batch_tokens=batch_tokens)
     rng = np.random.default_rng(seed)
     annotator.session = TableSession(rng.random((97, annotator.manifest.band_width)) ** 0.5)
-    annotator.runner = GraphRunner(annotator.session, "cpu", io_binding=False)
+    annotator.runners = [GraphRunner(annotator.session, "cpu", io_binding=False) for _ in annotator.runners]
     chunk = annotator.process(Chunk(texts=texts))
     mentions, candidates = oracle_columns(annotator.session, annotator.tokenizer, texts, max_tokens=24, overlap=8,
                                           threshold=0.6, decoding=strategy, keep_candidates=0.4)
