@@ -1,0 +1,86 @@
+"""CPU streams, paired: the same bundle run Parquet to Parquet with 1 and with more streams.
+
+    python benchmarks/streams.py BUNDLE [BUNDLE ...] [--streams 1,2] [--rounds 4] [--docs 2000]
+
+One process, one annotator per stream count (loaded once), runs alternating within each
+round so that drift hits all alike; every run annotates the same synthetic corpus (the
+generator of ``tommer-bench``) with ``--threads 0`` (every core, split among the streams).
+Reports tokens/s (median, min-max), the paired ratio to the first stream count, and
+whether the outputs are identical (they must be: streams change only who runs a batch).
+Writes ``benchmarks/results/streams.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import onnxruntime as ort
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tommer.benchmarks.corpus import synthetic_texts
+from tommer.benchmarks.cli import cpu_model
+from tommer.runtime.annotator import Annotator
+from tommer.runtime.parquet_io import annotate_files
+from tommer.runtime.providers import usable_cores
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("bundles", nargs="+")
+    parser.add_argument("--streams", default="1,2", help="stream counts to compare, first is the baseline (default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=4, help="rounds (default: %(default)s)")
+    parser.add_argument("--docs", type=int, default=2000, help="synthetic documents (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (default: benchmarks/results)")
+    args = parser.parse_args()
+    counts = [int(s) for s in args.streams.split(",")]
+    work = Path(tempfile.mkdtemp(prefix="tommer-streams-"))
+    src = work / "corpus.parquet"
+    texts = synthetic_texts(args.docs, seed=7)
+    pq.write_table(pa.table({"id": list(range(len(texts))), "text": texts}), src)
+    rows = []
+    for bundle in args.bundles:
+        annotators = {n: Annotator.from_bundle(bundle, provider="cpu", streams=n) for n in counts}
+        rates: dict[int, list[float]] = {n: [] for n in counts}
+        outputs: dict[int, pa.Table] = {}
+        for r in range(args.rounds):
+            for n in counts if r % 2 == 0 else counts[::-1]:
+                dst = work / f"out-{n}.parquet"
+                start = time.perf_counter()
+                stats = annotate_files(annotators[n], str(src), str(dst), columns=["id"], overwrite=True).stats
+                rates[n].append(stats.tokens / (time.perf_counter() - start))
+                outputs[n] = pq.read_table(dst)
+        base = counts[0]
+        for n in counts:
+            ratios = [a / b for a, b in zip(rates[n], rates[base])]
+            rows.append({"bundle": bundle, "kind": annotators[n].manifest.quantization or annotators[n].manifest.dtype,
+                         "streams": n, "threads_per_stream": annotators[n].session.get_session_options().intra_op_num_threads or usable_cores(),
+                         "tokens_per_second": rates[n], "median": statistics.median(rates[n]),
+                         "paired_ratio_median": statistics.median(ratios),
+                         "identical_output": outputs[n].equals(outputs[base])})
+            print(f"{bundle} streams {n}: {rows[-1]['median']:,.0f} tokens/s, x{rows[-1]['paired_ratio_median']:.3f} "
+                  f"(paired), identical output: {rows[-1]['identical_output']}", flush=True)
+    command = "python benchmarks/streams.py " + " ".join(args.bundles) + f" --streams {args.streams} --rounds {args.rounds} --docs {args.docs}"
+    machine = f"{cpu_model()}, {os.cpu_count()} cores; onnxruntime {ort.__version__}"
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "streams.json").write_text(json.dumps({"command": command, "machine": machine, "rows": rows}, indent=1))
+    lines = [f"Command: `{command}`", "", f"Machine: {machine}", "",
+             "| bundle | streams x threads | tokens/s median [min-max] | x first (paired) | identical output |",
+             "| --- | --- | --- | --- | --- |"]
+    for row in rows:
+        t = row["tokens_per_second"]
+        lines.append(f"| {row['kind']} | {row['streams']} x {row['threads_per_stream']} | {row['median']:,.0f} "
+                     f"[{min(t):,.0f}-{max(t):,.0f}] | {row['paired_ratio_median']:.2f}x | {row['identical_output']} |")
+    (args.out / "streams.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
