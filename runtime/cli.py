@@ -70,7 +70,7 @@ def annotate(
     progress_every: float = typer.Option(30.0, help="When stderr is not a terminal (logs, nohup, schedulers): seconds between plain progress lines (rows, tokens, tokens/s, ETA); on a terminal a bar is shown instead."),
     engine: Engine = typer.Option(Engine.local, help="local: this process; ray: Ray Data (pip install 'tommer[ray]'): one job, one pool of --num-workers actors for every input (Parquet only, sharing the text column and kept columns), inputs and --output local or URLs, one output folder per input file (part files, then _SUCCESS)."),
     num_workers: int = typer.Option(1, help="With --engine ray: annotator actors (each loads the bundle once)."),
-    num_cpus_per_worker: float = typer.Option(1.0, help="With --engine ray: CPUs reserved per actor; leave some for Ray's read and write tasks."),
+    num_cpus_per_worker: float = typer.Option(1.0, help="With --engine ray: CPUs reserved per actor; leave some for Ray's read and write tasks. Unless --threads is given, an actor runs the graph on this many threads (at least 1)."),
     num_gpus_per_worker: float = typer.Option(0.0, help="With --engine ray: GPUs per actor (> 0 selects the cuda provider)."),
     ray_address: Optional[str] = typer.Option(None, help="With --engine ray: cluster address. [default: a running cluster, else a local one]"),
 ) -> None:

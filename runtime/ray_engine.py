@@ -86,12 +86,16 @@ def annotate_dataset(dataset, bundle: str | Path, *, text_column: str = "text", 
 
     ``options`` are those of ``AnnotateOptions`` (decoding, threshold, max_tokens, ...). One pool
     of ``workers`` actors; a lost actor is restarted and its task retried (Ray Data's defaults for
-    actor pools). ``actor``: the actor class (tests inject faults through a subclass).
+    actor pools). Unless ``threads`` is given, an actor runs the graph on ``num_cpus_per_worker``
+    threads (at least 1; on the CPU one stream each), so that actors sharing a node do not
+    oversubscribe it. ``actor``: the actor class (tests inject faults through a subclass).
     """
     from ray.data import ActorPoolStrategy
 
     if num_gpus_per_worker and options.get("provider", "auto") == "auto":
         options = {**options, "provider": "cuda"}  # a GPU actor runs the cuda provider
+    if not options.get("threads"):  # an actor runs the graph on the CPUs Ray reserved for it, not on every core
+        options = {**options, "threads": max(1, int(num_cpus_per_worker))}
     keep = None if columns is None else list(columns)
     return dataset.map_batches(
         actor, batch_format="pyarrow", batch_size=rows_per_batch, compute=ActorPoolStrategy(size=workers),

@@ -233,3 +233,9 @@ def test_gpu_workers_run_the_cuda_provider():
     cpu = annotate_dataset(Recorder(), "b", provider="auto", workers=3).kwargs
     assert cpu["num_gpus"] == 0 and cpu["fn_constructor_kwargs"]["options"]["provider"] == "auto"
     assert cpu["compute"].min_size == cpu["compute"].max_size == 3, "one pool of --num-workers actors"
+    # an actor's graph runs on the CPUs Ray reserved for it (all cores of the node would oversubscribe it)
+    assert cpu["num_cpus"] == 1 and cpu["fn_constructor_kwargs"]["options"]["threads"] == 1
+    four = annotate_dataset(Recorder(), "b", num_cpus_per_worker=4.5).kwargs
+    assert four["fn_constructor_kwargs"]["options"]["threads"] == 4
+    asked = annotate_dataset(Recorder(), "b", num_cpus_per_worker=2, threads=6).kwargs
+    assert asked["fn_constructor_kwargs"]["options"]["threads"] == 6
