@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 
 from .errors import InputError
 from .mentions import MENTION_TYPE
+from .spans import numeric_array
 
 if TYPE_CHECKING:
     from .chunk import Chunk
@@ -113,7 +114,7 @@ def output_schema(kept: list[pa.Field], keep_candidates: bool) -> pa.Schema:
 def append_results(table: pa.Table, chunk: Chunk) -> pa.Table:
     """Append the result columns of a processed chunk to its rows."""
     table = table.append_column("mentions", chunk.mentions)
-    table = table.append_column("n_tokens", pa.array(chunk.tokens.n_tokens.astype(np.int32)))
+    table = table.append_column("n_tokens", numeric_array(chunk.tokens.n_tokens, pa.int32()))
     if chunk.candidates is not None:
         table = table.append_column("candidates", chunk.candidates)
     return table

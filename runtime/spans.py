@@ -166,10 +166,20 @@ def mentions_column(hits: Hits, chars: ChunkText, token_start: np.ndarray, offse
     np.cumsum(np.bincount(doc, minlength=n_docs), out=list_offsets[1:])
     start, end = s - chars.base[doc], e - chars.base[doc]
     values = pa.StructArray.from_arrays(
-        [pa.array(start.astype(np.int32)), pa.array(end.astype(np.int32)), _gather_text(chars, s, e),
-         pa.array(score.astype(np.float32, copy=False))],
+        [numeric_array(start, pa.int32()), numeric_array(end, pa.int32()), _gather_text(chars, s, e),
+         numeric_array(score, pa.float32())],
         fields=list(MENTION_TYPE))
-    return pa.ListArray.from_arrays(pa.array(list_offsets), values, type=pa.list_(MENTION_TYPE))
+    return pa.ListArray.from_arrays(numeric_array(list_offsets, pa.int32()), values, type=pa.list_(MENTION_TYPE))
+
+
+def numeric_array(values: np.ndarray, type: pa.DataType) -> pa.Array:
+    """A numpy array as an Arrow array of ``type`` (no nulls), made from its buffer.
+
+    ``pa.array`` would do the same, but its first call in a process imports pandas (0.3-0.6 s
+    measured) to check whether it was handed a pandas object.
+    """
+    data = np.ascontiguousarray(values, dtype=type.to_pandas_dtype())
+    return pa.Array.from_buffers(type, len(data), [None, pa.py_buffer(data)])
 
 
 def _gather_text(chars: ChunkText, s: np.ndarray, e: np.ndarray) -> pa.Array:

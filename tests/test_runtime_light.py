@@ -124,3 +124,19 @@ def test_cli_choices_are_the_runtimes_constants_and_help_states_every_default():
     assert f"<{'|'.join(spec.TARGETS)}>" in export["--target"] and "[default: onnxruntime]" in export["--target"]
     # the help wraps at hyphens too: compare without spaces
     assert ",".join(backends.ALL_BACKENDS) in help_options(bench_cli.app)["--backends"].replace(" ", "")
+
+
+def test_annotating_never_imports_pandas(tiny_bundle, tmp_path):
+    """pandas is not needed to annotate; ``pa.array`` on numpy would import it (0.3-0.6 s a process)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"id": [1, 2, 3], "text": ["John lives in Paris.", "", "Mary met Bob in New York."]}),
+                   tmp_path / "in.parquet")
+    code = LIGHT.replace("{{'onnxruntime', 'torch', 'transformers', 'onnx'}}", "{{'pandas', 'torch', 'transformers'}}")
+    out = subprocess.run([sys.executable, "-c", code.format(entry="tommer.runtime.cli.main", argv=[
+        "tommer-annotate", str(tmp_path / "in.parquet"), "-m", str(tiny_bundle), "-o", str(tmp_path / "out.parquet"),
+        "--provider", "cpu", "--quiet"])], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "0 -", out.stdout + out.stderr
+    assert pq.read_table(tmp_path / "out.parquet").num_rows == 3
