@@ -312,7 +312,7 @@ def quantize_int8(model: ir.Model, spec: ExportSpec) -> dict[str, int]:
     quantized = 0
     for i, (x, users) in enumerate(groups.items()):
         first = users[0]
-        k = users[0].inputs[1].const_value.shape[0]
+        k = first.inputs[1].const_value.shape[0]
         hi = ir.node("ReduceMax", inputs=[x, last], attributes={"keepdims": 1})
         lo = ir.node("ReduceMin", inputs=[x, last], attributes={"keepdims": 1})
         neg = ir.node("Neg", inputs=[lo.outputs[0]])

@@ -29,9 +29,8 @@ from .errors import InputError, Interrupted, collect_and_raise
 from .inputs import OUTPUT_SUFFIX, corpus_file, output_paths, resolve_inputs  # noqa: F401 - re-exported
 from .locations import RemotePath, atomic_writer, open_input, remove_tree
 from .pipeline import pipelined
-from .providers import DEFAULT_CHUNK_ROWS
+from .providers import DEFAULT_CHUNK_ROWS, usable_cores
 from .selection import Selection, choose, output_selection
-from .providers import usable_cores
 from .sources import Source, open_source, read_chunks
 
 if TYPE_CHECKING:

@@ -143,8 +143,8 @@ def stream_threads(provider: str, threads: int, streams: int) -> tuple[int, int]
     run at once on one session (0: one per thread, at most ``MAX_AUTO_CPU_STREAMS``). One
     thread per batch avoids onnxruntime's per-operator thread hand-offs, which dominate the
     small operators of a 512-token batch: on the 2-core benchmark machine two streams of one
-    thread ran the int8 graph 1.27x and the fp32 graph 1.10x faster than one stream of two
-    threads, with bit-identical bands. GPU providers run one stream (the device is shared),
+    thread ran the whole process 1.24x (int8) and 1.17x (fp32) faster than one stream of two
+    threads, with identical output (``benchmarks/results/streams.md``). GPU providers run one stream (the device is shared),
     ``threads`` as asked.
     """
     if provider != "cpu":
