@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from . import denormals
 from .errors import BundleError, GraphRunError, InputError
 from .providers import Settings, candidates, check_loaded, profile
 
@@ -130,9 +131,11 @@ def open_session(model_path: str | Path, provider: str = "auto", threads: int = 
             options.add_session_config_entry("session.x64quantprecision", "1")
         if threads > 0:
             options.intra_op_num_threads = threads
+        options.add_session_config_entry("session.set_denormal_as_zero", "1")  # its intra-op threads: denormals.py
         try:
-            session = ort.InferenceSession(str(model_path), sess_options=options,
-                                           providers=profile(name).providers(settings))
+            with denormals.kept():  # the first session of a process would set this thread's modes for good
+                session = ort.InferenceSession(str(model_path), sess_options=options,
+                                               providers=profile(name).providers(settings))
             check_loaded(name, session.get_providers())
             return session, name
         except InputError as exc:
@@ -246,6 +249,12 @@ class GraphRunner:
 
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """Span probabilities (rows, width, band_width) as fp32."""
+        if self.device == "cpu":
+            with denormals.flushed():  # the graph runs on this thread: see denormals.py
+                return self._run(input_ids, attention_mask)
+        return self._run(input_ids, attention_mask)
+
+    def _run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         if not self.io_binding:
             return run_band(self.session, input_ids, attention_mask, self._plain_options)
         shape = tuple(int(d) for d in input_ids.shape)
