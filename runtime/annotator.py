@@ -103,8 +103,11 @@ class Annotator:
                             profiles=tensorrt_profiles(gpu_buckets.shapes(), self.manifest.input_names))
         if options.streams < 0 or options.threads < 0:
             raise InputError(f"--threads and --streams must be >= 0, found {options.threads} and {options.streams}")
-        # intra-op threads as for the CPU; GPU providers get one stream (the CPU split does not matter there)
-        _, intra = stream_threads("cpu", options.threads, options.streams)
+        given = options  # pickled as given: another machine resolves streams and budgets for its own cores and provider
+
+        def intra(provider: str) -> int:  # the split of --threads for the provider being tried
+            return stream_threads(provider, options.threads, options.streams)[1]
+
         self.session, self.provider = open_session(self.folder / MODEL_NAME, options.provider, intra, kind=kind,
                                                    settings=settings, tensorrt_ready=self.manifest.graph.tensorrt_ready,
                                                    exported_with=self.manifest.library_versions.get("onnxruntime"))
@@ -120,6 +123,7 @@ class Annotator:
             raise InputError("--cuda-graphs needs shape buckets (a fixed set of shapes to capture): drop --no-buckets")
         self.buckets = ShapeBuckets.ladder(options.max_tokens, batch_tokens) if use_buckets else None
         self.options = dataclasses.replace(options, batch_tokens=batch_tokens, buckets=use_buckets, streams=streams)
+        self._given = given
         # one runner (IO-binding buffers) per stream; a stream takes a free runner for each batch
         self.runners = [GraphRunner(self.session, self.provider, io_binding=options.io_binding,
                                     cuda_graphs=options.cuda_graphs,
@@ -303,8 +307,11 @@ class Annotator:
         return annotate_dataframe(self, frame, text_column, **kwargs)
 
     def __reduce__(self):
-        """Pickled as (folder, options, bundle id): ``datasets`` can hash it and send it to workers."""
-        return _reload, (str(self.folder), self.options, self.manifest.bundle_id)
+        """Pickled as (folder, options as given, bundle id): ``datasets`` can hash it and send it to workers.
+
+        Options left automatic (streams, batch budget, buckets) stay automatic: a worker on
+        another machine resolves them for its own cores and provider."""
+        return _reload, (str(self.folder), self._given, self.manifest.bundle_id)
 
     def annotate_parquet(self, src: str | Path, dst: str | Path | None = None, **kwargs: Any):
         """Annotate Parquet file(s) to Parquet; see ``tommer.runtime.parquet_io.annotate_files``."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 import platform
 from collections import OrderedDict
 from pathlib import Path
@@ -106,7 +107,8 @@ def graph_run_error(exc: BaseException, shape: tuple[int, ...], provider: str, b
                          "if it persists")
 
 
-def open_session(model_path: str | Path, provider: str = "auto", threads: int = 0, low_memory: bool = False,
+def open_session(model_path: str | Path, provider: str = "auto", threads: int | Callable[[str], int] = 0,
+                 low_memory: bool = False,
                  kind: str | None = None, settings: Settings | None = None,
                  tensorrt_ready: bool = True, exported_with: str | None = None) -> tuple[ort.InferenceSession, str]:
     """A session on ``provider`` (``auto``: the first of tensorrt, cuda, cpu that really loads), and its name.
@@ -115,6 +117,8 @@ def open_session(model_path: str | Path, provider: str = "auto", threads: int = 
     providers to those the graph suits. After creation the session's providers are checked:
     a named GPU provider that did not load raises ``InputError`` saying why; ``auto`` moves on
     to the next provider. ``low_memory`` skips the pre-packed copies of the weights.
+    ``threads``: intra-op threads (0: onnxruntime's default), or a function of the provider
+    tried (``cpu``, ``cuda``, ``tensorrt``) that gives them.
 
     A graph onnxruntime cannot load (damaged file, unknown operator or opset) raises
     ``BundleError`` at once, naming the file and what to do; ``exported_with`` is the
@@ -129,8 +133,9 @@ def open_session(model_path: str | Path, provider: str = "auto", threads: int = 
             options.add_session_config_entry("session.disable_prepacking", "1")
         if int8_needs_exact_mode():  # int8 graphs on x86 CPUs without VNNI: see the function
             options.add_session_config_entry("session.x64quantprecision", "1")
-        if threads > 0:
-            options.intra_op_num_threads = threads
+        intra = threads(name) if callable(threads) else threads
+        if intra > 0:
+            options.intra_op_num_threads = intra
         options.add_session_config_entry("session.set_denormal_as_zero", "1")  # its intra-op threads: denormals.py
         try:
             with denormals.kept():  # the first session of a process would set this thread's modes for good

@@ -190,3 +190,47 @@ def test_out_of_memory_reaches_the_cli_as_a_message(tiny_bundle, tmp_path):
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
     assert "error: out of memory running a batch" in out.stderr and "--batch-tokens" in out.stderr
     assert "--chunk-rows" in out.stderr
+
+
+def test_each_provider_tried_gets_its_own_thread_split(tiny_bundle, monkeypatch):
+    """On the CPU, --threads is split among the streams; a GPU session keeps --threads as asked
+    (its few CPU nodes), whichever provider ``auto`` ends up with."""
+    from tommer.runtime import providers
+    from tommer.runtime.annotator import Annotator
+
+    tried = []
+
+    class Recording(FallbackSession):
+        def __init__(self, path, sess_options=None, providers=None):
+            tried.append((providers[0][0] if isinstance(providers[0], tuple) else providers[0],
+                          sess_options.intra_op_num_threads))
+            super().__init__(path, sess_options=sess_options, providers=providers)
+
+    monkeypatch.setattr(providers, "usable_cores", lambda: 4)
+    monkeypatch.setattr(session_module.ort, "get_available_providers", lambda: list(ALL))
+    monkeypatch.setattr(session_module.ort, "InferenceSession", Recording)
+    annotator = Annotator.from_bundle(tiny_bundle, threads=0, streams=0)  # auto: CUDA falls back, CPU loads
+    assert [name for name, _ in tried] == ALL[1:]  # (not TensorRT: the tiny bundle targets onnxruntime)
+    assert [threads for _, threads in tried] == [0, 1]  # GPU: onnxruntime's default; CPU: 4 threads / 4 streams
+    assert annotator.provider == "cpu" and annotator.options.streams == 4
+    tried.clear()
+    Annotator.from_bundle(tiny_bundle, threads=6, streams=2)
+    assert [threads for _, threads in tried] == [6, 3]
+
+
+def test_a_pickled_annotator_resolves_automatic_options_where_it_is_loaded(tiny_bundle, monkeypatch):
+    import pickle
+
+    from tommer.runtime import providers
+    from tommer.runtime.annotator import Annotator
+
+    monkeypatch.setattr(providers, "usable_cores", lambda: 2)
+    annotator = Annotator.from_bundle(tiny_bundle, provider="cpu")
+    fixed = Annotator.from_bundle(tiny_bundle, provider="cpu", streams=2, batch_tokens=300)
+    assert annotator.options.streams == 2 and len(annotator.runners) == 2
+    data, data_fixed = pickle.dumps(annotator), pickle.dumps(fixed)
+    monkeypatch.setattr(providers, "usable_cores", lambda: 6)  # a bigger worker
+    copy, copy_fixed = pickle.loads(data), pickle.loads(data_fixed)
+    assert copy.options.streams == 6 and len(copy.runners) == 6
+    assert copy.options.batch_tokens == annotator.options.batch_tokens
+    assert copy_fixed.options.streams == 2 and copy_fixed.options.batch_tokens == 300  # what was asked is kept
