@@ -73,6 +73,7 @@ def annotate(
     num_cpus_per_worker: float = typer.Option(1.0, help="With --engine ray: CPUs reserved per actor; leave some for Ray's read and write tasks. Unless --threads is given, an actor runs the graph on this many threads (at least 1)."),
     num_gpus_per_worker: float = typer.Option(0.0, help="With --engine ray: GPUs per actor (> 0 selects the cuda provider)."),
     ray_address: Optional[str] = typer.Option(None, help="With --engine ray: cluster address. [default: a running cluster, else a local one]"),
+    ray_task_retries: int = typer.Option(3, help="With --engine ray: how many times a block is retried after the actor annotating it was lost (a node went away, out of memory, a crash); past that the job stops with an error instead of retrying without end. Lost actors are always restarted."),
 ) -> None:
     """Find every mention in the texts of SOURCE and write them to Parquet."""
     from .annotator import AnnotateOptions, Annotator
@@ -90,7 +91,7 @@ def annotate(
                           window_overlap=window_overlap, batch_tokens=batch_tokens, keep_candidates=keep_candidates,
                           provider=provider.value, threads=threads, streams=streams, buckets=buckets, io_binding=io_binding,
                           cuda_graphs=cuda_graphs, cache_dir=str(cache_dir) if cache_dir else None),
-                      resume=resume, overwrite=overwrite, quiet=quiet)
+                      resume=resume, overwrite=overwrite, quiet=quiet, task_retries=ray_task_retries)
         return
     try:
         with _signals_stop():
@@ -122,7 +123,7 @@ def annotate(
 
 
 def _annotate_ray(model, source, output, text_column, columns, rows, workers, cpus, gpus, address, options, *,
-                  resume: bool, overwrite: bool, quiet: bool) -> None:
+                  resume: bool, overwrite: bool, quiet: bool, task_retries: int = 3) -> None:
     from .errors import InputError, Interrupted, TommerError
     from .ray_engine import SUCCESS, annotate_files_ray
 
@@ -133,7 +134,7 @@ def _annotate_ray(model, source, output, text_column, columns, rows, workers, cp
             summary = annotate_files_ray(model, source, output, text_column=text_column, columns=columns,
                                          rows_per_batch=rows, workers=workers, num_cpus_per_worker=cpus,
                                          num_gpus_per_worker=gpus, options=options, address=address, resume=resume,
-                                         overwrite=overwrite, quiet=quiet)
+                                         overwrite=overwrite, quiet=quiet, task_retries=task_retries)
     except TommerError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None

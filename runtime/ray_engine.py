@@ -21,6 +21,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable
@@ -33,7 +34,7 @@ from .annotator import AnnotateOptions, Annotator, Chunk, check_options
 from .bundle import read_manifest
 from .columns import (append_results, column_at, kept_columns, output_schema, resolve_text_column, root_column,
                       texts_of)
-from .errors import InputError, TommerError, collect_and_raise
+from .errors import GraphRunError, InputError, TommerError, collect_and_raise
 from .inputs import resolve_inputs
 from .locations import RemotePath, as_location, atomic_writer, open_input, remove_tree
 from .parquet_io import file_identity, identity_problem, tommer_metadata
@@ -81,14 +82,17 @@ class _AnnotateBlocks:
 
 def annotate_dataset(dataset, bundle: str | Path, *, text_column: str = "text", columns: list[str] | None = None,
                      rows_per_batch: int = 2048, workers: int = 1, num_cpus_per_worker: float = 1.0,
-                     num_gpus_per_worker: float = 0.0, actor: type = _AnnotateBlocks, **options: Any):
+                     num_gpus_per_worker: float = 0.0, task_retries: int = 3, actor: type = _AnnotateBlocks,
+                     **options: Any):
     """A Ray Dataset of the input rows (or ``columns``) plus ``mentions`` and ``n_tokens``.
 
     ``options`` are those of ``AnnotateOptions`` (decoding, threshold, max_tokens, ...). One pool
-    of ``workers`` actors; a lost actor is restarted and its task retried (Ray Data's defaults for
-    actor pools). Unless ``threads`` is given, an actor runs the graph on ``num_cpus_per_worker``
-    threads (at least 1; on the CPU one stream each), so that actors sharing a node do not
-    oversubscribe it. ``actor``: the actor class (tests inject faults through a subclass).
+    of ``workers`` actors; a lost actor is restarted (a node can go away), and the block it was
+    annotating is retried on a live actor, at most ``task_retries`` times: a block that kills
+    every actor it reaches (out of memory, a crash) fails the job instead of looping forever
+    (Ray Data's default retries without end). Unless ``threads`` is given, an actor runs the
+    graph on ``num_cpus_per_worker`` threads (at least 1; on the CPU one stream each), so that
+    actors sharing a node do not oversubscribe it. ``actor``: the actor class (tests inject faults through a subclass).
     """
     from ray.data import ActorPoolStrategy
 
@@ -97,11 +101,15 @@ def annotate_dataset(dataset, bundle: str | Path, *, text_column: str = "text", 
     if not options.get("threads"):  # an actor runs the graph on the CPUs Ray reserved for it, not on every core
         options = {**options, "threads": max(1, int(num_cpus_per_worker))}
     keep = None if columns is None else list(columns)
-    return dataset.map_batches(
-        actor, batch_format="pyarrow", batch_size=rows_per_batch, compute=ActorPoolStrategy(size=workers),
-        num_cpus=num_cpus_per_worker, num_gpus=num_gpus_per_worker,
-        fn_constructor_kwargs={"bundle": str(bundle), "options": options, "text_column": text_column, "keep": keep},
-    )
+    with warnings.catch_warnings():
+        # max_restarts / max_task_retries have no named parameter in map_batches yet, and Ray warns
+        # on every extra remote argument (to be removed in Ray 2.64: the extra pins ray below it)
+        warnings.filterwarnings("ignore", message=r".*ray_remote_args. is deprecated")
+        return dataset.map_batches(
+            actor, batch_format="pyarrow", batch_size=rows_per_batch, compute=ActorPoolStrategy(size=workers),
+            num_cpus=num_cpus_per_worker, num_gpus=num_gpus_per_worker, max_restarts=-1, max_task_retries=task_retries,
+            fn_constructor_kwargs={"bundle": str(bundle), "options": options, "text_column": text_column, "keep": keep},
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,15 +210,18 @@ def annotate_files_ray(bundle: str | Path, source: str, output: str, *, text_col
                        num_cpus_per_worker: float = 1.0, num_gpus_per_worker: float = 0.0,
                        options: AnnotateOptions = AnnotateOptions(), address: str | None = None,
                        resume: bool = False, overwrite: bool = False, quiet: bool = False,
-                       actor: type = _AnnotateBlocks) -> dict[str, Any]:
+                       task_retries: int = 3, actor: type = _AnnotateBlocks) -> dict[str, Any]:
     """Annotate every input file into ``output/<file>/`` (part files + ``_SUCCESS``) in one Ray job.
 
     Inputs: a Parquet file, a folder or a glob, local or a URL, found as the local engine finds
     them; a folder keeps its relative names under ``output``. Every input is checked before Ray
     starts. An existing output folder is an error unless ``resume`` (complete folders, those with
     ``_SUCCESS``, are kept; the others redone from scratch) or ``overwrite`` (all redone).
-    ``quiet``: no progress bars or execution logs from Ray Data.
+    ``quiet``: no progress bars or execution logs from Ray Data. ``task_retries``: how many
+    times a block whose actor died is retried before the job fails (see ``annotate_dataset``).
     """
+    if task_retries < 0:
+        raise InputError(f"--ray-task-retries must be >= 0, found {task_retries}")
     if overwrite and resume:
         raise InputError("--overwrite and --resume exclude each other")
     if rows_per_batch < 1:
@@ -240,9 +251,21 @@ def annotate_files_ray(bundle: str | Path, source: str, output: str, *, text_col
             annotated = annotate_dataset(dataset, bundle, text_column=plan.text_column,
                                          columns=plan.keep + [PATH_COLUMN], rows_per_batch=rows_per_batch,
                                          workers=workers, num_cpus_per_worker=num_cpus_per_worker,
-                                         num_gpus_per_worker=num_gpus_per_worker, actor=actor,
+                                         num_gpus_per_worker=num_gpus_per_worker, task_retries=task_retries,
+                                         actor=actor,
                                          **dataclasses.asdict(options))
-            annotated.write_datasink(sink)
+            try:
+                annotated.write_datasink(sink)
+            except Exception as exc:
+                if not _actor_lost(ray, exc):
+                    raise
+                raise GraphRunError(
+                    f"a Ray actor was lost on the same block {task_retries + 1} time(s) (the first try and "
+                    f"--ray-task-retries {task_retries}): the block kills the actor that annotates it, most often "
+                    "by running out of memory (lower --batch-tokens or --chunk-rows, or reserve more per worker), "
+                    "else a crash: the workers' logs say which. Raise --ray-task-retries if nodes merely go away. "
+                    f"Complete output folders (with {SUCCESS}) are kept; --resume redoes the others. "
+                    f"Ray said: {_first_line(exc)}") from exc
     finally:
         ray.kill(ledger)
     for counts in sink.totals.values():
@@ -251,6 +274,23 @@ def annotate_files_ray(bundle: str | Path, source: str, output: str, *, text_col
         summary["mentions"] += counts[2]
     summary["seconds"] = time.perf_counter() - start
     return summary
+
+
+def _actor_lost(ray, exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps) says an actor died or became unreachable."""
+    lost = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, lost):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 @contextlib.contextmanager

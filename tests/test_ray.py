@@ -16,7 +16,7 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from tommer.runtime.annotator import Annotator  # noqa: E402
-from tommer.runtime.errors import InputError  # noqa: E402
+from tommer.runtime.errors import GraphRunError, InputError  # noqa: E402
 from tommer.runtime.parquet_io import annotate_files  # noqa: E402
 from tommer.runtime.ray_engine import SUCCESS, _AnnotateBlocks, annotate_files_ray  # noqa: E402
 
@@ -239,3 +239,27 @@ def test_gpu_workers_run_the_cuda_provider():
     assert four["fn_constructor_kwargs"]["options"]["threads"] == 4
     asked = annotate_dataset(Recorder(), "b", num_cpus_per_worker=2, threads=6).kwargs
     assert asked["fn_constructor_kwargs"]["options"]["threads"] == 6
+
+
+def test_a_block_that_kills_every_actor_fails_the_job_after_the_retries(ray_local, tiny_bundle, corpus, tmp_path):
+    """Ray Data retries a lost actor's block without end by default: a block that crashes every
+    actor it reaches would loop forever. tommer bounds the retries and says what happened."""
+    count = tmp_path / "deaths"
+
+    class AlwaysDying(_AnnotateBlocks):
+        def __call__(self, batch):
+            if "1-7" in batch.column("id").to_pylist():
+                with open(count, "a") as fh:
+                    fh.write("x")
+                os._exit(1)
+            return super().__call__(batch)
+
+    out = tmp_path / "out"
+    with pytest.raises(GraphRunError) as info:
+        annotate_files_ray(tiny_bundle, str(corpus), str(out), columns=["id"], rows_per_batch=2,
+                           num_cpus_per_worker=0.5, options=Annotator.from_bundle(tiny_bundle, **OPTIONS).options,
+                           task_retries=1, quiet=True, actor=AlwaysDying)
+    assert count.read_text() == "xx", "the block ran once, then was retried once"
+    message = str(info.value)
+    assert "lost on the same block 2 time(s)" in message and "--ray-task-retries 1" in message
+    assert not (out / "part-1.parquet" / SUCCESS).exists(), "the file with the failing block is not marked complete"
