@@ -34,7 +34,7 @@ from collections.abc import Iterator
 import numpy as np
 
 FTZ_DAZ = 0x8040  # MXCSR bits: flush to zero (15), denormals are zero (6)
-_FENV_WORDS = 8  # glibc x86-64 fenv_t: x87 environment (28 bytes), then MXCSR
+_FENV_WORDS = 16  # glibc x86-64 fenv_t is 8 words (x87 environment, 28 bytes, then MXCSR); room to spare
 _MXCSR_WORD = 7
 
 
