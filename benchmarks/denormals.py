@@ -32,10 +32,11 @@ import pyarrow.parquet as pq
 from onnx import TensorProto, helper
 
 from tommer.benchmarks.cli import cpu_model
-from tommer.benchmarks.corpus import synthetic_texts
+from tommer.benchmarks.corpus import synthetic_texts, write_corpus
+from tommer.benchmarks.metrics import alternating_rounds
+from tommer.benchmarks.streams import whole_process_rate
 from tommer.runtime import denormals, session as session_module
 from tommer.runtime.annotator import Annotator
-from tommer.runtime.parquet_io import annotate_files
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -95,26 +96,23 @@ def _spans(table: pa.Table) -> list[list[tuple[int, int]]]:
 
 def whole(bundles: list[str], rounds: int, docs: int) -> list[dict]:
     work = Path(tempfile.mkdtemp(prefix="tommer-denormals-"))
-    src = work / "corpus.parquet"
-    texts = synthetic_texts(docs, seed=7)
-    pq.write_table(pa.table({"id": list(range(len(texts))), "text": texts}), src)
+    src = write_corpus(work / "corpus.parquet", synthetic_texts(docs, seed=7))
     real = session_module.denormals.flushed
     rows = []
     for bundle in bundles:
         annotator = Annotator.from_bundle(bundle, provider="cpu")
-        rates: dict[bool, list[float]] = {False: [], True: []}
-        outputs: dict[bool, pa.Table] = {}
-        for r in range(rounds):
-            for flushed in ((True, False) if r % 2 == 0 else (False, True)):
+
+        def arm(flushed: bool):
+            def run() -> float:  # the stream threads' modes: flushed, or left as they are
                 session_module.denormals.flushed = real if flushed else contextlib.nullcontext
-                dst = work / f"out-{flushed}.parquet"
                 try:
-                    start = time.perf_counter()
-                    stats = annotate_files(annotator, str(src), str(dst), columns=["id"], overwrite=True).stats
-                    rates[flushed].append(stats.tokens / (time.perf_counter() - start))
+                    return whole_process_rate(annotator, src, work / f"out-{flushed}.parquet")
                 finally:
                     session_module.denormals.flushed = real
-                outputs[flushed] = pq.read_table(dst)
+            return run
+
+        rates = alternating_rounds({True: arm(True), False: arm(False)}, rounds)
+        outputs = {flushed: pq.read_table(work / f"out-{flushed}.parquet") for flushed in (True, False)}
         ratios = [a / b for a, b in zip(rates[True], rates[False])]
         row = {"bundle": bundle, "kind": annotator.manifest.quantization or annotator.manifest.dtype,
                "streams": len(annotator.runners), "plain": rates[False], "flushed": rates[True],

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -36,6 +36,17 @@ def summarize(values: Sequence[float]) -> dict[str, float]:
 def paired_ratios(candidate: Sequence[float], reference: Sequence[float]) -> dict[str, float]:
     """Ratio of throughputs run by run (run k of each backend ran back to back)."""
     return summarize([c / r for c, r in zip(candidate, reference)])
+
+
+def alternating_rounds(arms: dict[Any, Callable[[], Any]], rounds: int) -> dict[Any, list[Any]]:
+    """Call every arm once per round, in order on even rounds and in reverse on odd ones, so that
+    the machine's drift hits all arms alike (for paired ratios); each arm's results in round order."""
+    results: dict[Any, list[Any]] = {key: [] for key in arms}
+    keys = list(arms)
+    for r in range(rounds):
+        for key in keys if r % 2 == 0 else keys[::-1]:
+            results[key].append(arms[key]())
+    return results
 
 
 def _best_seconds(fn, repeats: int) -> float:

@@ -13,6 +13,7 @@ Writes ``benchmarks/results/streams.{json,md}``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -21,16 +22,23 @@ import time
 from pathlib import Path
 
 import onnxruntime as ort
-import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tommer.benchmarks.corpus import synthetic_texts
 from tommer.benchmarks.cli import cpu_model
+from tommer.benchmarks.corpus import synthetic_texts, write_corpus
+from tommer.benchmarks.metrics import alternating_rounds
 from tommer.runtime.annotator import Annotator
 from tommer.runtime.parquet_io import annotate_files
 from tommer.runtime.providers import usable_cores
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def whole_process_rate(annotator: Annotator, src: Path, dst: Path) -> float:
+    """Tokens per second of one whole-process run, Parquet ``src`` to Parquet ``dst`` (replaced)."""
+    start = time.perf_counter()
+    stats = annotate_files(annotator, str(src), str(dst), columns=["id"], overwrite=True).stats
+    return stats.tokens / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -43,21 +51,13 @@ def main() -> None:
     args = parser.parse_args()
     counts = [int(s) for s in args.streams.split(",")]
     work = Path(tempfile.mkdtemp(prefix="tommer-streams-"))
-    src = work / "corpus.parquet"
-    texts = synthetic_texts(args.docs, seed=7)
-    pq.write_table(pa.table({"id": list(range(len(texts))), "text": texts}), src)
+    src = write_corpus(work / "corpus.parquet", synthetic_texts(args.docs, seed=7))
     rows = []
     for bundle in args.bundles:
         annotators = {n: Annotator.from_bundle(bundle, provider="cpu", streams=n) for n in counts}
-        rates: dict[int, list[float]] = {n: [] for n in counts}
-        outputs: dict[int, pa.Table] = {}
-        for r in range(args.rounds):
-            for n in counts if r % 2 == 0 else counts[::-1]:
-                dst = work / f"out-{n}.parquet"
-                start = time.perf_counter()
-                stats = annotate_files(annotators[n], str(src), str(dst), columns=["id"], overwrite=True).stats
-                rates[n].append(stats.tokens / (time.perf_counter() - start))
-                outputs[n] = pq.read_table(dst)
+        rates = alternating_rounds({n: functools.partial(whole_process_rate, annotators[n], src, work / f"out-{n}.parquet")
+                                    for n in counts}, args.rounds)
+        outputs = {n: pq.read_table(work / f"out-{n}.parquet") for n in counts}
         base = counts[0]
         for n in counts:
             ratios = [a / b for a, b in zip(rates[n], rates[base])]

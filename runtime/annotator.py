@@ -103,8 +103,6 @@ class Annotator:
                             profiles=tensorrt_profiles(gpu_buckets.shapes(), self.manifest.input_names))
         if options.streams < 0 or options.threads < 0:
             raise InputError(f"--threads and --streams must be >= 0, found {options.threads} and {options.streams}")
-        given = options  # pickled as given: another machine resolves streams and budgets for its own cores and provider
-
         def intra(provider: str) -> int:  # the split of --threads for the provider being tried
             return stream_threads(provider, options.threads, options.streams)[1]
 
@@ -123,7 +121,7 @@ class Annotator:
             raise InputError("--cuda-graphs needs shape buckets (a fixed set of shapes to capture): drop --no-buckets")
         self.buckets = ShapeBuckets.ladder(options.max_tokens, batch_tokens) if use_buckets else None
         self.options = dataclasses.replace(options, batch_tokens=batch_tokens, buckets=use_buckets, streams=streams)
-        self._given = given
+        self._given = options  # pickled as given: another machine resolves streams and budgets for itself
         # one runner (IO-binding buffers) per stream; a stream takes a free runner for each batch
         self.runners = [GraphRunner(self.session, self.provider, io_binding=options.io_binding,
                                     cuda_graphs=options.cuda_graphs,

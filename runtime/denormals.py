@@ -64,6 +64,13 @@ def _set(env: ctypes.Array) -> None:
     _libm().fesetenv(env)
 
 
+def _set_flushing(saved: ctypes.Array) -> None:
+    """Set ``saved`` (this thread's environment) with FTZ and DAZ on."""
+    env = type(saved).from_buffer_copy(saved)
+    env[_MXCSR_WORD] |= FTZ_DAZ
+    _set(env)
+
+
 def _flushes() -> bool:
     """Whether this thread now flushes: a subnormal input reads as 0 (DAZ)."""
     tiny = np.array([1e-39], dtype=np.float32)  # subnormal
@@ -77,9 +84,7 @@ def supported() -> bool:
         return False
     saved = _get()
     try:
-        env = _get()
-        env[_MXCSR_WORD] |= FTZ_DAZ
-        _set(env)
+        _set_flushing(saved)
         works = _flushes()
     finally:
         _set(saved)
@@ -93,9 +98,7 @@ def flushed() -> Iterator[bool]:
         yield False
         return
     saved = _get()
-    env = _get()
-    env[_MXCSR_WORD] |= FTZ_DAZ
-    _set(env)
+    _set_flushing(saved)
     try:
         yield True
     finally:

@@ -144,8 +144,8 @@ def stream_threads(provider: str, threads: int, streams: int) -> tuple[int, int]
     thread per batch avoids onnxruntime's per-operator thread hand-offs, which dominate the
     small operators of a 512-token batch: on the 2-core benchmark machine two streams of one
     thread ran the whole process 1.24x (int8) and 1.17x (fp32) faster than one stream of two
-    threads, with identical output (``benchmarks/results/streams.md``). GPU providers run one stream (the device is shared),
-    ``threads`` as asked.
+    threads, with identical output (``benchmarks/results/streams.md``). GPU providers run one
+    stream (the device is shared), ``threads`` as asked.
     """
     if provider != "cpu":
         return streams or 1, threads

@@ -38,6 +38,7 @@ from .errors import GraphRunError, InputError, TommerError, collect_and_raise
 from .inputs import resolve_inputs
 from .locations import RemotePath, as_location, atomic_writer, open_input, remove_tree
 from .parquet_io import file_identity, identity_problem, tommer_metadata
+from .session import describe_error
 
 try:
     from ray.data import Datasink
@@ -92,7 +93,8 @@ def annotate_dataset(dataset, bundle: str | Path, *, text_column: str = "text", 
     every actor it reaches (out of memory, a crash) fails the job instead of looping forever
     (Ray Data's default retries without end). Unless ``threads`` is given, an actor runs the
     graph on ``num_cpus_per_worker`` threads (at least 1; on the CPU one stream each), so that
-    actors sharing a node do not oversubscribe it. ``actor``: the actor class (tests inject faults through a subclass).
+    actors sharing a node do not oversubscribe it. ``actor``: the actor class (tests inject
+    faults through a subclass).
     """
     from ray.data import ActorPoolStrategy
 
@@ -265,7 +267,7 @@ def annotate_files_ray(bundle: str | Path, source: str, output: str, *, text_col
                     "by running out of memory (lower --batch-tokens or --chunk-rows, or reserve more per worker), "
                     "else a crash: the workers' logs say which. Raise --ray-task-retries if nodes merely go away. "
                     f"Complete output folders (with {SUCCESS}) are kept; --resume redoes the others. "
-                    f"Ray said: {_first_line(exc)}") from exc
+                    f"Ray said: {describe_error(exc)}") from exc
     finally:
         ray.kill(ledger)
     for counts in sink.totals.values():
@@ -286,11 +288,6 @@ def _actor_lost(ray, exc: BaseException) -> bool:
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return False
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 @contextlib.contextmanager

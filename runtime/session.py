@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 import platform
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -108,8 +108,7 @@ def graph_run_error(exc: BaseException, shape: tuple[int, ...], provider: str, b
 
 
 def open_session(model_path: str | Path, provider: str = "auto", threads: int | Callable[[str], int] = 0,
-                 low_memory: bool = False,
-                 kind: str | None = None, settings: Settings | None = None,
+                 low_memory: bool = False, kind: str | None = None, settings: Settings | None = None,
                  tensorrt_ready: bool = True, exported_with: str | None = None) -> tuple[ort.InferenceSession, str]:
     """A session on ``provider`` (``auto``: the first of tensorrt, cuda, cpu that really loads), and its name.
 
