@@ -397,8 +397,9 @@ def main() -> None:
     if args.smoke:
         import torch
 
-        if not torch.cuda.is_available():  # the rival's GPU backends cannot run here
-            torch_runs = [("torch-bf16-sdpa", "torch-bf16-sdpa", 4096, {"device": "cpu"})]
+        if not torch.cuda.is_available():  # the rivals run on the CPU here, torch.compile included
+            torch_runs = [("torch-bf16-sdpa", "torch-bf16-sdpa", 4096, {"device": "cpu"}),
+                          ("torch-bf16-compile", "torch-bf16-compile", 4096, {"device": "cpu"})]
     if args.stage in ("env", "all") or "env" not in results.data:
         stage_env(results)
     if args.stage in ("export", "all"):
