@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from tommer.benchmarks.cli import cpu_model
 from tommer.benchmarks.corpus import synthetic_texts, write_corpus
-from tommer.benchmarks.metrics import alternating_rounds
+from tommer.benchmarks.metrics import alternating_rounds, paired_ratios
 from tommer.runtime.annotator import Annotator
 from tommer.runtime.parquet_io import annotate_files
 from tommer.runtime.providers import usable_cores
@@ -60,11 +60,10 @@ def main() -> None:
         outputs = {n: pq.read_table(work / f"out-{n}.parquet") for n in counts}
         base = counts[0]
         for n in counts:
-            ratios = [a / b for a, b in zip(rates[n], rates[base])]
             rows.append({"bundle": bundle, "kind": annotators[n].manifest.quantization or annotators[n].manifest.dtype,
                          "streams": n, "threads_per_stream": annotators[n].session.get_session_options().intra_op_num_threads or usable_cores(),
                          "tokens_per_second": rates[n], "median": statistics.median(rates[n]),
-                         "paired_ratio_median": statistics.median(ratios),
+                         "paired_ratio_median": paired_ratios(rates[n], rates[base])["median"],
                          "identical_output": outputs[n].equals(outputs[base])})
             print(f"{bundle} streams {n}: {rows[-1]['median']:,.0f} tokens/s, x{rows[-1]['paired_ratio_median']:.3f} "
                   f"(paired), identical output: {rows[-1]['identical_output']}", flush=True)
