@@ -1,4 +1,4 @@
-"""Shared fixtures: the published head from ../shared, tiny random backbones and heads."""
+"""Shared fixtures: the published head vendored in tests/data, tiny random backbones and heads."""
 
 from __future__ import annotations
 
@@ -6,32 +6,37 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-REAL_HEAD = SHARED / "models" / "ToMMeR-Llama-3.2-1B_L6_R64"
-GOLDEN = SHARED / "fixtures" / "head_golden.npz"
+DATA = Path(__file__).resolve().parent / "data"
+REAL_HEAD = DATA / "heads" / "ToMMeR-Llama-3.2-1B_L6_R64"
+REAL_HEAD_SAFETENSORS = DATA / "heads" / "ToMMeR-Llama-3.2-1B_L6_R64-safetensors"
+GOLDEN = DATA / "fixtures" / "head_golden.npz"
 TESTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "gpt_neox", "phi")
 TINY_LAYER = 2
 
 
-def _shared(path: Path) -> Path:
-    """A file of ../shared; the tests that need one fail (never skip) without it, the others run."""
+def _vendored(path: Path) -> Path:
+    """A file of tests/data; the tests that need one fail (never skip) without it, the others run."""
     if not path.exists():
-        pytest.fail(f"the shared models and fixtures are missing: expected {path} (the shared folder {SHARED} "
-                    "beside the repository)", pytrace=False)
+        pytest.fail(f"the vendored test data is missing: expected {path} (tests/data ships with the repository)",
+                    pytrace=False)
     return path
 
 
 @pytest.fixture(scope="session")
 def real_head_dir() -> Path:
-    return _shared(REAL_HEAD)
+    return _vendored(REAL_HEAD)
+
+
+@pytest.fixture(scope="session")
+def real_head_safetensors_dir() -> Path:
+    return _vendored(REAL_HEAD_SAFETENSORS)
 
 
 @pytest.fixture(scope="session")
 def golden():
     import numpy as np
 
-    return dict(np.load(_shared(GOLDEN)))
+    return dict(np.load(_vendored(GOLDEN)))
 
 
 @pytest.fixture(scope="session")

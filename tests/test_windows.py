@@ -79,8 +79,8 @@ def test_overlap_must_cover_the_band():
         check_window_options(40, 40, 26)
 
 
-def test_pure_numpy_tests_run_without_the_shared_folder(tmp_path):
-    """Only the tests that read the published head or the golden band need ../shared; they fail
+def test_pure_numpy_tests_run_without_the_vendored_data(tmp_path):
+    """Only the tests that read the published head or the golden band need tests/data; they fail
     (never skip) without it, and the others still run."""
     import shutil
     import subprocess
@@ -96,4 +96,4 @@ def test_pure_numpy_tests_run_without_the_shared_folder(tmp_path):
     out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tests),
                           "-k", "not pure_numpy and not stitch"], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode != 0 and "3 passed, 2 deselected, 1 error" in out.stdout, out.stdout[-2000:]
-    assert "shared models and fixtures are missing" in out.stdout
+    assert "vendored test data is missing" in out.stdout
