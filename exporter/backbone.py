@@ -22,14 +22,41 @@ from torch import nn
 from ..runtime.errors import ExportError
 from .hub import is_local, resolve_repo_folder
 
-# model_type -> attribute of the base model holding the final norm
-SUPPORTED_ARCHITECTURES: dict[str, str] = {
-    "llama": "norm",
-    "mistral": "norm",
-    "qwen2": "norm",
-    "gpt_neox": "final_layer_norm",
-    "phi": "final_layernorm",
+
+@dataclass(frozen=True)
+class Family:
+    """How one ``model_type`` is cut, exported and fed: the only per-family knowledge of the exporter.
+
+    ``final_norm``: attribute of the base model holding the norm after the last block (swapped
+    for an identity while exporting). ``blocks``: attribute holding the blocks. ``bos``: the
+    special token of the backbone tokenizer put in front of every text, as the reference
+    loads it (``AutoTokenizer.from_pretrained(..., add_bos_token=True)``: the tokenizer's
+    ``bos_token`` for every decoder, GPT-NeoX and Phi included, whose tokenizers add none by
+    default); the EOS token stands in where a tokenizer has no BOS. ``quirks``: what the
+    family's tiny test model exercises (``random_models.TINY_CONFIGS``), for the docs.
+    """
+
+    name: str
+    final_norm: str
+    blocks: str = "layers"
+    bos: str = "bos_token"
+    quirks: str = ""
+
+
+# model_type -> family; a new family is one entry here, a tiny test model and a test
+FAMILIES: dict[str, Family] = {
+    "llama": Family("Llama 3.x", "norm", quirks="RMSNorm, grouped-query attention, llama3 rope scaling"),
+    "mistral": Family("Mistral", "norm", quirks="RMSNorm, grouped-query attention, sliding-window attention"),
+    "qwen2": Family("Qwen2", "norm", quirks="RMSNorm, grouped-query attention, q/k/v biases"),
+    "gpt_neox": Family("GPT-NeoX (Pythia)", "final_layer_norm",
+                       quirks="LayerNorm, parallel residual, rotary on part of each head, fused qkv"),
+    "phi": Family("Phi (phi-1_5, phi-2)", "final_layernorm",
+                  quirks="one LayerNorm feeding attention and MLP in parallel, partial rotary, biases"),
+    "phi3": Family("Phi-3 (phi-4)", "norm",
+                   quirks="RMSNorm, fused qkv_proj and gate_up_proj, grouped-query attention"),
 }
+# model_type -> attribute of the base model holding the final norm
+SUPPORTED_ARCHITECTURES: dict[str, str] = {name: family.final_norm for name, family in FAMILIES.items()}
 BACKBONE_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken"]
 # per-layer lists in some configurations that must be cut with num_hidden_layers
 PER_LAYER_FIELDS = ("layer_types",)
@@ -166,7 +193,7 @@ def load_truncated_backbone(src: BackboneSource) -> TruncatedBackbone:
     missing = [k for k in info.get("missing_keys", []) if "rotary" not in k]
     if missing:
         raise ExportError(f"backbone {src.source}: weights missing for kept blocks: {sorted(missing)[:8]}")
-    kept = len(model.layers)  # every supported base model keeps its blocks in .layers
+    kept = len(getattr(model, FAMILIES[src.model_type].blocks))
     assert kept == layer + 1, f"expected {layer + 1} blocks after truncation, found {kept}"
     return TruncatedBackbone(model=model.eval(), src=src)
 
@@ -174,7 +201,7 @@ def load_truncated_backbone(src: BackboneSource) -> TruncatedBackbone:
 @contextlib.contextmanager
 def without_final_norm(model: nn.Module, model_type: str) -> Iterator[nn.Module]:
     """Swap the final norm for an identity, so the output is the residual stream after block L."""
-    name = SUPPORTED_ARCHITECTURES[model_type]
+    name = FAMILIES[model_type].final_norm
     norm = getattr(model, name)
     setattr(model, name, nn.Identity())
     try:

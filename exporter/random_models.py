@@ -22,30 +22,69 @@ CORPUS = [
     "Ada Lovelace and Charles Babbage worked in London.",
 ]
 
-# tiny geometries per architecture: (config class name, fields)
+# tiny geometries per architecture, each with its family's quirks set explicitly (never left to a default
+# that could change): tests/test_families.py checks that undoing each quirk changes the hidden states
 TINY_CONFIGS: dict[str, dict] = {
-    "llama": dict(hidden_size=64, intermediate_size=96, num_attention_heads=4, num_key_value_heads=2),
+    # Llama 3.x: grouped-query attention, llama3 rope scaling (an original context short enough that the
+    # tiny texts reach the scaled frequencies)
+    "llama": dict(hidden_size=64, intermediate_size=96, num_attention_heads=4, num_key_value_heads=2,
+                  rope_theta=500000.0,
+                  rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                "high_freq_factor": 4.0, "original_max_position_embeddings": 16}),
+    # Mistral 7B v0.1: sliding-window attention (a window shorter than the texts)
     "mistral": dict(hidden_size=64, intermediate_size=96, num_attention_heads=4, num_key_value_heads=2,
-                    sliding_window=16),
+                    sliding_window=8),
     "qwen2": dict(hidden_size=64, intermediate_size=96, num_attention_heads=4, num_key_value_heads=2),
-    "gpt_neox": dict(hidden_size=64, intermediate_size=96, num_attention_heads=4, rotary_pct=0.5),
-    "phi": dict(hidden_size=64, intermediate_size=96, num_attention_heads=4, partial_rotary_factor=0.5),
+    # Pythia: parallel residual, rotary on a quarter of each head, LayerNorm, fused query_key_value
+    "gpt_neox": dict(hidden_size=64, intermediate_size=96, num_attention_heads=4, rotary_pct=0.25,
+                     use_parallel_residual=True, attention_bias=True),
+    # phi-1_5/phi-2: attention and MLP in parallel from one LayerNorm, rotary on half of each head
+    "phi": dict(hidden_size=64, intermediate_size=96, num_attention_heads=4, partial_rotary_factor=0.5,
+                qk_layernorm=False),
+    # phi-4 (Phi3ForCausalLM): fused qkv_proj and gate_up_proj, grouped-query attention, RMSNorm
+    "phi3": dict(hidden_size=64, intermediate_size=96, num_attention_heads=4, num_key_value_heads=2,
+                 rope_theta=250000.0, pad_token_id=None, bos_token_id=None, eos_token_id=None),
+}
+
+# the special tokens of each family's tokenizer, as published (the tiny tokenizers add none by default,
+# as GPT-NeoX's and Phi's do not: the BOS comes from the reference's add_bos_token=True rule)
+FAMILY_TOKENS: dict[str, dict] = {
+    "llama": dict(bos_token="<|begin_of_text|>", eos_token="<|end_of_text|>"),
+    "mistral": dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>"),
+    "qwen2": dict(bos_token=None, eos_token="<|endoftext|>"),
+    "gpt_neox": dict(bos_token="<|endoftext|>", eos_token="<|endoftext|>", tokenizer_class="GPTNeoXTokenizer"),
+    "phi": dict(bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>",
+                tokenizer_class="CodeGenTokenizer"),
+    "phi3": dict(bos_token="<|endoftext|>", eos_token="<|im_end|>", tokenizer_class="GPT2Tokenizer"),
 }
 
 
-def make_tokenizer(folder: Path, vocab_size: int = 400, texts: list[str] | None = None):
-    """Train a small byte-level BPE tokenizer (Llama-3 style: BOS token, byte-level offsets)."""
+def make_tokenizer(folder: Path, vocab_size: int = 400, texts: list[str] | None = None,
+                   model_type: str = "llama"):
+    """Train a small byte-level BPE tokenizer with the special tokens of ``model_type``'s family.
+
+    Byte-level offsets, no special token added by default; ``tokenizer_class`` is the family's,
+    so ``AutoTokenizer`` loads the family's class (``add_bos_token`` handled as for the real one).
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
+    tokens = dict(FAMILY_TOKENS.get(model_type, FAMILY_TOKENS["llama"]))
+    tokenizer_class = tokens.pop("tokenizer_class", None)
+    specials = list(dict.fromkeys(t for t in tokens.values() if t))
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|begin_of_text|>", "<|end_of_text|>"],
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(texts or CORPUS * 4, trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|end_of_text|>")
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, **{k: v for k, v in tokens.items() if v})
     fast.save_pretrained(folder)
+    if tokenizer_class:
+        config_file = Path(folder) / "tokenizer_config.json"
+        config = json.loads(config_file.read_text())
+        config["tokenizer_class"] = tokenizer_class
+        config_file.write_text(json.dumps(config, indent=2))
     return fast
 
 
@@ -62,11 +101,13 @@ def make_backbone(folder: Path, model_type: str = "llama", num_layers: int = 4, 
         for name, p in model.named_parameters():
             if "norm" in name and p.ndim == 1:
                 p.copy_(1.0 + 0.5 * torch.randn_like(p))  # the final norm must matter
+            elif name.endswith(".bias"):
+                p.copy_(0.05 * torch.randn_like(p))  # biases are initialised to 0: make them matter too
     folder = Path(folder)
     model.save_pretrained(folder)
     # room for added special tokens
     make_tokenizer(folder, vocab_size=min(vocab_size - 100, 400 if tokenizer_texts is None else vocab_size - 100),
-                   texts=tokenizer_texts)
+                   texts=tokenizer_texts, model_type=model_type)
     return folder
 
 

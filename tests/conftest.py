@@ -10,7 +10,7 @@ DATA = Path(__file__).resolve().parent / "data"
 REAL_HEAD = DATA / "heads" / "ToMMeR-Llama-3.2-1B_L6_R64"
 REAL_HEAD_SAFETENSORS = DATA / "heads" / "ToMMeR-Llama-3.2-1B_L6_R64-safetensors"
 GOLDEN = DATA / "fixtures" / "head_golden.npz"
-TESTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "gpt_neox", "phi")
+TESTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "gpt_neox", "phi", "phi3")
 TINY_LAYER = 2
 
 
