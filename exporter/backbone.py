@@ -62,6 +62,51 @@ BACKBONE_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken"
 PER_LAYER_FIELDS = ("layer_types",)
 
 
+@dataclass(frozen=True)
+class OpeningToken:
+    """The token put in front of every text: its id, its string, and which special token it is."""
+
+    id: int
+    token: str
+    rule: str  # "bos_token" (what the reference's add_bos_token=True prepends) or "eos_token" (no BOS)
+
+
+REFERENCE_PROBE_TEXT = "John lives in Paris."
+
+
+def opening_token(folder: Path, model_type: str, source: str) -> OpeningToken:
+    """The BOS of a backbone's tokenizer as the reference loader adds it (``add_bos_token=True``).
+
+    The family's ``bos`` token (the tokenizer's BOS for every decoder); where a tokenizer has
+    none, its EOS, so that every real token can still start a span. The choice is checked
+    against the reference loader itself: ``AutoTokenizer.from_pretrained(folder,
+    add_bos_token=True)`` must encode a text as this id followed by the plain encoding.
+
+    Raises:
+        ExportError: no BOS nor EOS, or the reference loader opens texts with another token.
+    """
+    from transformers import AutoTokenizer
+
+    family = FAMILIES[model_type]
+    plain = AutoTokenizer.from_pretrained(folder)
+    for rule in dict.fromkeys((family.bos, "eos_token")):
+        token_id = getattr(plain, f"{rule}_id", None)
+        if token_id is not None:
+            break
+    else:
+        raise ExportError(f"backbone {source}: its tokenizer has neither a BOS nor an EOS token to open texts with")
+    chosen = OpeningToken(id=int(token_id), token=str(getattr(plain, rule)), rule=rule)
+    if rule == "bos_token":
+        reference = AutoTokenizer.from_pretrained(folder, add_bos_token=True)
+        got = list(reference(REFERENCE_PROBE_TEXT)["input_ids"])
+        want = [chosen.id, *plain(REFERENCE_PROBE_TEXT, add_special_tokens=False)["input_ids"]]
+        if got != want:
+            raise ExportError(f"backbone {source}: the reference loader (add_bos_token=True) encodes "
+                              f"{REFERENCE_PROBE_TEXT!r} as {got}, tommer would feed {want} ({chosen.token!r} "
+                              "first, no special token after): please report this tokenizer")
+    return chosen
+
+
 def supported_list() -> str:
     return ", ".join(sorted(SUPPORTED_ARCHITECTURES))
 

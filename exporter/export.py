@@ -26,7 +26,7 @@ from ..runtime.bundle import (FORMAT_VERSION, MODEL_NAME, TOKENIZER_NAME, Backbo
 from ..runtime.errors import ExportError, collect_and_raise
 from ..runtime.tokenization import BundleTokenizer
 from .backbone import (BackboneSource, TruncatedBackbone, hidden_states_after_block, inspect_backbone,
-                       load_truncated_backbone)
+                       load_truncated_backbone, opening_token)
 from .graph import (TORCH_DTYPES, attach_head, export_backbone, fuse_for_onnxruntime, fused_op_counts, inline_head,
                     quantize_int8, save_model)
 from .head import Head, load_head
@@ -110,15 +110,15 @@ def save_tokenizer(src: BackboneSource, folder: Path) -> TokenizerInfo:
         raise ExportError(f"backbone {src.source}: no fast tokenizer (tokenizer.json) available; "
                           "tommer needs one for exact character offsets")
     tok.backend_tokenizer.save(str(folder / TOKENIZER_NAME))
-    bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
-    if bos is None:
-        raise ExportError(f"backbone {src.source}: its tokenizer has neither a BOS nor an EOS token to open texts with")
+    opening = opening_token(src.folder, src.model_type, src.source)  # the reference's add_bos_token=True
+    bos = opening.id
     pad = tok.pad_token_id if tok.pad_token_id is not None else bos
     if len(tok) > src.vocab_size:
         raise ExportError(f"backbone {src.source}: its tokenizer has {len(tok)} tokens but the model embeds only "
                           f"{src.vocab_size}: tokenizer and weights do not belong together")
     return TokenizerInfo(file=TOKENIZER_NAME, bos_token_id=int(bos), pad_token_id=int(pad),
-                         max_tokens=min(src.max_positions, DEFAULT_MAX_TOKENS))
+                         max_tokens=min(src.max_positions, DEFAULT_MAX_TOKENS), bos_token=opening.token,
+                         bos_rule=opening.rule)
 
 
 def torch_bands(backbone: TruncatedBackbone, head: Head, ids: list[np.ndarray], band_width: int) -> list[np.ndarray]:

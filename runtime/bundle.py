@@ -83,12 +83,18 @@ class TokenizerInfo:
 
     The runtime tokenizes without special tokens and prepends ``bos_token_id``
     to every text (and to every window of a long text); position 0 never starts a span.
+    ``bos_token`` is that token, ``bos_rule`` where it comes from: ``bos_token`` (the backbone
+    tokenizer's BOS, which the reference's ``add_bos_token=True`` loader prepends, GPT-NeoX and
+    Phi included) or ``eos_token`` (a tokenizer with no BOS: its EOS opens the text). Both are
+    None in bundles written before they were recorded (the id was chosen by the same rule).
     """
 
     file: str
     bos_token_id: int
     pad_token_id: int
     max_tokens: int
+    bos_token: str | None = None
+    bos_rule: str | None = None
 
 
 GRAPH_TARGETS = ("onnxruntime", "tensorrt")
