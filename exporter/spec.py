@@ -49,9 +49,9 @@ class ExportSpec:
 class ExportOptions:
     """What the user asked for."""
 
-    backbone: str
+    backbone: str | None  # None: the head's own (its llm_name through the alias table)
     head: str
-    layer: int
+    layer: int | None  # None: the layer the head was trained on
     output: str
     dtype: str = "fp32"
     quantize: str | None = None

@@ -54,7 +54,8 @@ def test_definition_problems(tmp_path):
     with pytest.raises(ExportError, match="expected exactly one object of type ToMMeR"):
         load_head(folder)
     (folder / "definition.json").unlink()
-    with pytest.raises(ExportError, match="definition.json not found"):
+    with pytest.raises(ExportError, match=r"holds no llm2ner head: expected experimaestro.json \+ model.safetensors "
+                                          r"or definition.json \+ parameters; found \['parameters'\]"):
         load_head(folder)
 
 
@@ -70,19 +71,20 @@ def fake_hub_cache(cache, repo_id, files_from, sub=""):
     (repo / "refs" / "main").write_text(commit)
 
 
-@pytest.mark.parametrize("sub", ["", "ToMMeR-Llama-3.2-1B_L6_R64"])
-def test_hub_id_resolves_offline_from_cache(tmp_path, monkeypatch, real_head_dir, sub):
+def test_hub_id_resolves_offline_from_cache(tmp_path, monkeypatch, real_head_dir):
+    """A subfolder of any repo (owner/repo/subfolder) still resolves; the id forms are in test_head_ids.py."""
     cache = tmp_path / "hub"
-    fake_hub_cache(cache, "VictorMorand/ToMMeR", real_head_dir, sub)
+    sub = "ToMMeR-Llama-3.2-1B_L6_R64"
+    fake_hub_cache(cache, "someone/heads", real_head_dir, sub)
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     import huggingface_hub.constants as constants
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    ref = "VictorMorand/ToMMeR" + (f"/{sub}" if sub else "")
-    head = load_head(ref)
-    assert head.config.layer == 6 and head.source == ref
+    head = load_head(f"someone/heads/{sub}")
+    assert head.config.layer == 6 and head.source == f"someone/heads/{sub}"
+    assert head.revision == "0123456789abcdef0123456789abcdef01234567"
     with pytest.raises(ExportError, match="not in the local Hub cache"):
         load_head("VictorMorand/absent-head")
 
@@ -101,28 +103,21 @@ def test_gated_repo_says_how_to_log_in(monkeypatch):
         load_head("meta-llama/some-gated-model")
 
 
-def test_missing_repo_tries_both_hub_forms_and_says_how_to_pass_head(monkeypatch, tmp_path, real_head_dir):
-    """owner/name and owner/ToMMeR/name are both tried; when the Hub has neither, the error names both."""
+def test_missing_repo_says_how_to_pass_head(monkeypatch):
+    """A repository the Hub does not have, outside llm2ner's naming: the error says which forms --head takes."""
     import huggingface_hub
     from huggingface_hub.errors import RepositoryNotFoundError
 
     asked = []
-    layout = tmp_path / "snapshot"
-    shutil.copytree(real_head_dir, layout / "ToMMeR-Llama-3.2-1B_L6_R64")
 
     def hub(repo_id, **kwargs):
-        asked.append((repo_id, kwargs["allow_patterns"]))
-        if repo_id == "VictorMorand/ToMMeR":
-            return str(layout)
+        asked.append(repo_id)
         error = RepositoryNotFoundError.__new__(RepositoryNotFoundError)
         Exception.__init__(error, "404 repository not found")
         raise error
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", hub)
-    head = load_head("VictorMorand/ToMMeR-Llama-3.2-1B_L6_R64")  # the flat form falls back to the subfolder
-    assert head.config.layer == 6
-    assert [r for r, _ in asked] == ["VictorMorand/ToMMeR-Llama-3.2-1B_L6_R64", "VictorMorand/ToMMeR"]
-    assert asked[1][1][0].startswith("ToMMeR-Llama-3.2-1B_L6_R64/")
-    with pytest.raises(ExportError, match=r"forms tried \(someone/nothing, someone/ToMMeR/nothing\).*"
-                                          r"pass --head owner/repo/subfolder.*VictorMorand/ToMMeR/ToMMeR-Llama"):
+    with pytest.raises(ExportError, match=r"the Hub has no repository someone/nothing.*"
+                                          r"llm2ner/ToMMeR-Llama-3.2-1B_L6_R64.*tommer-export --list.*local folder"):
         load_head("someone/nothing")
+    assert asked == ["someone/nothing"]  # one repository asked: no guessed variants
