@@ -231,3 +231,15 @@ def test_layer_and_head_both_absent_is_an_error():
 def test_tables_are_valid_json():
     for path in (hub.PUBLISHED_TABLE, hub.ALIAS_TABLE):
         json.loads(path.read_text())
+
+
+def test_readme_first_command_needs_no_account():
+    """The README's first command exports a published head whose backbone is not gated (no token needed)."""
+    readme = (hub.DATA.parents[1] / "README.md").read_text()
+    section = readme.split("## On a fresh machine", 1)[1]
+    first = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    head = re.search(r"tommer-export --head (\S+)", first)
+    assert head, "the first command names its head"
+    rows = {r.id: r for r in hub.offline_published_heads()}
+    assert rows[hub.canonical_head_id(head[1])].gated_backbone is False
+    assert "tommer-annotate examples/sample.parquet" in first and "--token" not in first
