@@ -2,7 +2,7 @@
 
 Each backend is loaded once (not timed), then ``run(src, dst)`` goes Parquet to Parquet
 and returns its figures. Both write the same output columns, with the same
-character-offset rules (``tommer.runtime.mentions.char_mentions``).
+character-offset rules (``tommer.runtime.core.mentions.char_mentions``).
 """
 
 from __future__ import annotations
@@ -85,8 +85,8 @@ class ReferenceBackend:
         import torch
 
         from tommer.exporter.reference import dense_span_probs_batched
-        from tommer.runtime.annotator import mentions_array
-        from tommer.runtime.mentions import char_mentions
+        from tommer.runtime.core.mentions import mentions_array
+        from tommer.runtime.core.mentions import char_mentions
 
         seconds = dict.fromkeys(STAGES, 0.0)
         t = time.perf_counter()
@@ -102,7 +102,7 @@ class ReferenceBackend:
         results: list[list] = [[] for _ in texts]
         tokens = padded = 0
         if self.rival:  # tommer's own planner: length-sorted, up to batch_tokens padded tokens
-            from tommer.runtime.batching import plan_batches
+            from tommer.runtime.core.batching import plan_batches
 
             batches = [b.tolist() for b in plan_batches(np.asarray([len(x) for x in ids]), self.batch_tokens)]
         else:
@@ -164,7 +164,7 @@ class OnnxBackend:
                                                **(spec.options or {}))
 
     def run(self, src: Path, dst: Path) -> dict[str, Any]:
-        from tommer.runtime.parquet_io import annotate_files
+        from tommer.runtime.engines.local import annotate_files
 
         summary = annotate_files(self.annotator, str(src), str(dst), columns=["id"], overwrite=True)
         s = summary.stats
@@ -172,7 +172,7 @@ class OnnxBackend:
 
 
 # Every backend, in the order the results list them: a reference path (torch, with its options)
-# or tommer's ONNX path on a provider of tommer.runtime.providers.
+# or tommer's ONNX path on a provider of tommer.runtime.execution.providers.
 REFERENCE_BACKENDS = {
     "reference": {"sort": True},
     "reference-naive": {"sort": False},

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tommer.runtime.batching import ShapeBuckets, plan_exact
-from tommer.runtime.windows import plan_windows
+from tommer.runtime.core.batching import ShapeBuckets, plan_exact
+from tommer.runtime.core.windows import plan_windows
 
 
 def corpus_lengths(docs: int, seed: int, median: float = 60.0, sigma: float = 1.0, cap: int = 2000) -> np.ndarray:

@@ -12,6 +12,7 @@ from typing import Any, Optional
 import typer
 
 from .backends import ALL_BACKENDS, REFERENCE_BACKENDS
+from .machine import machine_summary
 
 DEFAULT_BACKENDS = "reference,reference-naive,onnx-fp32,onnx-int8"
 app = typer.Typer(add_completion=False, rich_markup_mode=None,
@@ -30,20 +31,6 @@ def read_spans(path: Path) -> list[list[tuple[int, int]]]:
     import pyarrow.parquet as pq
 
     return [[(m["start"], m["end"]) for m in doc] for doc in pq.read_table(path, columns=["mentions"]).column("mentions").to_pylist()]
-
-
-def cpu_model() -> str:
-    """The processor's name (``/proc/cpuinfo`` where there is one)."""
-    try:
-        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
-
-
-def machine_summary(peak: float) -> str:
-    import os
-
-    return f"{cpu_model()}, {os.cpu_count()} cores, fp32 matmul peak {peak / 1e9:.0f} GFLOP/s (best of torch, numpy, onnxruntime)"
 
 
 @app.command()
@@ -144,7 +131,7 @@ def figures(runs: dict[str, list[dict]], src: Path, work: Path, manifest, peak: 
     from transformers import AutoConfig
 
     from tommer.benchmarks.metrics import backbone_flops, paired_ratios, summarize
-    from tommer.runtime.evaluate import span_agreement
+    from tommer.runtime.quality.evaluate import span_agreement
 
     config = AutoConfig.from_pretrained(backbone).to_dict()
     n_tokens = pq.read_table(work / f"{next(iter(runs))}.parquet", columns=["n_tokens"]).column("n_tokens").to_pylist()

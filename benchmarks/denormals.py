@@ -31,11 +31,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from onnx import TensorProto, helper
 
-from tommer.benchmarks.cli import cpu_model
+from tommer.benchmarks.machine import with_onnxruntime
 from tommer.benchmarks.corpus import synthetic_texts, write_corpus
 from tommer.benchmarks.metrics import alternating_rounds
 from tommer.benchmarks.streams import whole_process_rate
-from tommer.runtime import denormals, session as session_module
+from tommer.runtime.execution import denormals, session as session_module
 from tommer.runtime.annotator import Annotator
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -140,7 +140,7 @@ def main() -> None:
         print(f"{row['operator']}: {row['plain_us']:,.0f} -> {row['flushed_us']:,.0f} us (x{row['speedup']:.2f})", flush=True)
     rows = whole(args.bundles, args.rounds, args.docs)
     command = "python benchmarks/denormals.py " + " ".join(args.bundles) + f" --rounds {args.rounds} --docs {args.docs}"
-    machine = f"{cpu_model()}, {os.cpu_count()} cores; onnxruntime {ort.__version__}"
+    machine = with_onnxruntime()
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "denormals.json").write_text(json.dumps({"command": command, "machine": machine, "operators": ops,
                                                           "whole_process": rows}, indent=1))

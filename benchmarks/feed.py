@@ -171,8 +171,9 @@ def tokenizer_child(bundle: str, corpus: str, chunk_rows: int) -> dict[str, Any]
 
 def annotate_child(bundle: str, corpus: str, output: str, options: dict[str, Any]) -> dict[str, Any]:
     """The whole annotation, Parquet to Parquet, as ``tommer-annotate`` runs it."""
-    from tommer.runtime.annotator import AnnotateOptions, Annotator
-    from tommer.runtime.parquet_io import annotate_files
+    from tommer.runtime.options import AnnotateOptions
+    from tommer.runtime.annotator import Annotator
+    from tommer.runtime.engines.local import annotate_files
 
     begin = time.perf_counter()
     chunk_rows, host_threads = options.pop("chunk_rows"), options.pop("host_threads", 0)
@@ -252,7 +253,7 @@ def feed_main(
     threshold: float, batch_tokens: int, chunk_rows: int, host_threads: int, seed: int,
 ) -> dict[str, Any]:
     """Run the feed benchmark; returns the result written to ``out/feed.json`` and ``out/feed.md``."""
-    from .cli import machine_summary
+    from .machine import machine_summary
 
     work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -293,7 +294,7 @@ def feed_main(
     import pyarrow.parquet as pq
 
     result = {
-        "machine": machine_summary(0.0).rsplit(", fp32", 1)[0],
+        "machine": machine_summary(),
         "corpus": {"rows": pq.ParquetFile(corpus).metadata.num_rows, "tokens": first["tokens"]},
         "threshold": threshold, "batch_tokens": batch_tokens, "chunk_rows": chunk_rows, "host_threads": host_threads,
         "repeats": repeats, "mentions_per_token": first["mentions"] / first["tokens"], "padding": first["padding"],

@@ -154,7 +154,7 @@ def node_placement(bundle: Path, provider: str) -> dict[str, Any]:
     import numpy as np
     import onnxruntime as ort
 
-    from tommer.runtime.providers import Settings, profile
+    from tommer.runtime.execution.providers import Settings, profile
 
     options = ort.SessionOptions()
     options.enable_profiling = True
@@ -305,7 +305,7 @@ def figures(results: Results, src: Path) -> None:
 
     from tommer.benchmarks.cli import read_spans
     from tommer.benchmarks.metrics import backbone_flops
-    from tommer.runtime.evaluate import span_agreement
+    from tommer.runtime.quality.evaluate import span_agreement
 
     runs = {k: v for k, v in results.data.get("runs", {}).items() if "failed" not in v}
     if not runs:

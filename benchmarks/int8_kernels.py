@@ -68,7 +68,7 @@ def build_variants(weight: np.ndarray, folder: Path) -> dict[str, Path]:
 
 
 def measure(path: Path, x: np.ndarray, repeats: int, threads: int) -> tuple[np.ndarray, float, float]:
-    from tommer.runtime.session import create_session
+    from tommer.runtime.execution.session import create_session
 
     session = create_session(path, "cpu", threads)  # tommer's session options (x64quantprecision where needed)
     y = session.run(None, {"x": x})[0]
@@ -108,8 +108,8 @@ def main() -> None:
     for row in rows:
         base = next(r for r in rows if r["k"] == row["k"] and r["n"] == row["n"] and r["form"] == "fp32")
         row["x_fp32"] = base["seconds"] / row["seconds"]
-    from tommer.benchmarks.cli import cpu_model
-    from tommer.runtime.session import VNNI_FLAGS, cpu_flags, int8_needs_exact_mode
+    from tommer.benchmarks.machine import cpu_model
+    from tommer.runtime.execution.session import VNNI_FLAGS, cpu_flags, int8_needs_exact_mode
 
     try:
         flags = cpu_flags()

@@ -1,6 +1,6 @@
 """Figures: backbone FLOPs from a config, pairwise ratios, matmul peak.
 
-Span agreement is ``tommer.runtime.evaluate.span_agreement`` (one implementation for the
+Span agreement is ``tommer.runtime.quality.evaluate.span_agreement`` (one implementation for the
 exporter's validation, ``tommer-eval --against`` and the bench).
 """
 

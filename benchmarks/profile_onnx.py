@@ -12,8 +12,9 @@ import json
 import onnxruntime as ort
 
 from tommer.benchmarks.corpus import synthetic_texts
-from tommer.runtime.annotator import Annotator, Chunk
-from tommer.runtime.session import GraphRunner
+from tommer.runtime.annotator import Annotator
+from tommer.runtime.core.chunk import Chunk
+from tommer.runtime.execution.session import GraphRunner
 
 
 def main() -> None:

@@ -24,12 +24,12 @@ from pathlib import Path
 import onnxruntime as ort
 import pyarrow.parquet as pq
 
-from tommer.benchmarks.cli import cpu_model
+from tommer.benchmarks.machine import with_onnxruntime
 from tommer.benchmarks.corpus import synthetic_texts, write_corpus
 from tommer.benchmarks.metrics import alternating_rounds, paired_ratios
 from tommer.runtime.annotator import Annotator
-from tommer.runtime.parquet_io import annotate_files
-from tommer.runtime.providers import usable_cores
+from tommer.runtime.engines.local import annotate_files
+from tommer.runtime.execution.providers import usable_cores
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -68,7 +68,7 @@ def main() -> None:
             print(f"{bundle} streams {n}: {rows[-1]['median']:,.0f} tokens/s, x{rows[-1]['paired_ratio_median']:.3f} "
                   f"(paired), identical output: {rows[-1]['identical_output']}", flush=True)
     command = "python benchmarks/streams.py " + " ".join(args.bundles) + f" --streams {args.streams} --rounds {args.rounds} --docs {args.docs}"
-    machine = f"{cpu_model()}, {os.cpu_count()} cores; onnxruntime {ort.__version__}"
+    machine = with_onnxruntime()
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "streams.json").write_text(json.dumps({"command": command, "machine": machine, "rows": rows}, indent=1))
     lines = [f"Command: `{command}`", "", f"Machine: {machine}", "",

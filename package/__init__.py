@@ -13,27 +13,24 @@ without a model) start without them.
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-try:
-    __version__ = version("tommer")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0"
+from ._version import __version__
 
 _LAZY = {
-    "AnnotateOptions": ".runtime.annotator", "Annotator": ".runtime.annotator",
+    "AnnotateOptions": ".runtime.options", "Annotator": ".runtime.annotator",
     "Manifest": ".runtime.bundle", "read_manifest": ".runtime.bundle",
     "BundleError": ".runtime.errors", "ExportError": ".runtime.errors", "InputError": ".runtime.errors",
     "ParityError": ".runtime.errors", "TommerError": ".runtime.errors",
-    "Mention": ".runtime.mentions",
+    "Mention": ".runtime.core.mentions", "RunOptions": ".runtime.options",
 }
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load on first use
-    from .runtime.annotator import AnnotateOptions, Annotator
+    from .runtime.annotator import Annotator
     from .runtime.bundle import Manifest, read_manifest
     from .runtime.errors import BundleError, ExportError, InputError, ParityError, TommerError
-    from .runtime.mentions import Mention
+    from .runtime.core.mentions import Mention
+    from .runtime.options import AnnotateOptions, RunOptions
 
 
 def __getattr__(name: str) -> Any:

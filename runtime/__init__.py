@@ -1,1 +1,9 @@
-"""The torch-free runtime: bundle reading, tokenization, inference, decoding, Parquet I/O."""
+"""The torch-free runtime, in layers (docs/design.md gives the rules, tests/test_layers.py checks them).
+
+- base modules: ``errors``, ``bundle`` (the manifest: the one contract with the exporter) and
+  ``options`` (every option and default, resolved once);
+- ``execution`` (onnxruntime), ``core`` (texts to mentions), ``io`` (files), ``engines`` (the
+  pipeline, local and Ray), ``integrations`` (datasets, pandas, spaCy), ``quality`` (model-free
+  measures), ``cli`` (the commands);
+- ``annotator``: the public ``Annotator``, the core one plus a method per adapter.
+"""

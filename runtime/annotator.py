@@ -1,286 +1,24 @@
-"""``Annotator``: texts in, mentions out, through a bundle's one ONNX graph."""
+"""The public ``Annotator``: the core annotator plus the ways to reach files and other libraries.
+
+``tommer.runtime.core.annotator.Annotator`` maps texts to mentions and owns no I/O. This
+subclass adds one method per adapter, each a thin call into the engine or integration that
+does the work, so that the core never imports an adapter and users still find every entry
+point on one object. ``AnnotateOptions`` comes from ``tommer.runtime.options``.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import queue
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
-import numpy as np
-import pyarrow as pa
+from .core import annotator as core
+from .options import AnnotateOptions, RunOptions
 
-from .batching import ShapeBuckets, plan_exact
-from .bundle import MODEL_NAME, Manifest, read_manifest
-from .chunk import STAGES, Chunk, Stats  # noqa: F401 - re-exported
-from .columns import append_results, column_at, resolve_text_column, texts_of
-from .decoding import SELECTORS, STRATEGIES
-from .errors import BundleError, Cancelled, InputError
-from .mentions import MENTION_TYPE, Mention, mention_lists, mentions_array  # noqa: F401 - re-exported
-from .providers import Settings, graph_kind, stream_threads, tensorrt_profiles
-from .session import GPU_PROVIDERS, GraphRunner, graph_run_error, is_onnxruntime_error, open_session
-from .spans import ChunkText, Hits, band_hits, mentions_column
-from .tokenization import BundleTokenizer
-from .windows import check_window_options, default_overlap, plan_windows
-
-# Token budget of a batch, padding included. On CPUs small batches keep activations in
-# cache: on the 2-core benchmark machine 512 tokens ran at 7,601 tokens/s, 16,384 at 4,451
-# (benchmarks/results). GPUs need large batches to fill the device (not measured here).
-DEFAULT_BATCH_TOKENS = {"cpu": 512, "cuda": 65536, "tensorrt": 65536}
+__all__ = ["AnnotateOptions", "Annotator", "RunOptions"]
 
 
-@dataclass(frozen=True)
-class AnnotateOptions:
-    """How to annotate (every CLI option that changes the output lives here)."""
-
-    decoding: str = "threshold"
-    threshold: float = 0.5
-    max_tokens: int | None = None  # tokens per window, BOS included; default from the bundle
-    window_overlap: int | None = None  # default: windows.default_overlap(max_tokens, band width)
-    batch_tokens: int | None = None  # default per provider: DEFAULT_BATCH_TOKENS
-    keep_candidates: float | None = None
-    provider: str = "auto"
-    threads: int = 0  # CPU threads that run the graph, in all; 0: every usable core
-    streams: int = 0  # batches run at once (one session); 0: one per CPU thread (at most 8), 1 on GPUs
-    buckets: bool | None = None  # shape buckets; None: on for GPU providers, off on the CPU
-    io_binding: bool = True
-    cuda_graphs: bool = False
-    cache_dir: str | None = None  # TensorRT engine and timing caches; None: providers.default_cache_dir()
-
-    def output_fingerprint(self) -> dict[str, Any]:
-        """What decides the output rows (resuming with other values would mix two runs)."""
-        return {"decoding": self.decoding, "threshold": self.threshold, "max_tokens": self.max_tokens,
-                "window_overlap": self.window_overlap, "keep_candidates": self.keep_candidates}
-
-
-def check_options(manifest: Manifest, options: AnnotateOptions) -> AnnotateOptions:
-    """Validate ``options`` against a bundle without loading its graph; ``max_tokens`` resolved.
-
-    ``window_overlap`` is resolved too (``windows.default_overlap`` when not given).
-
-    Raises:
-        InputError: naming the option and what it must be.
-    """
-    if options.decoding not in STRATEGIES:
-        raise InputError(f"--decoding {options.decoding!r}: expected one of {', '.join(STRATEGIES)}")
-    if not 0.0 <= options.threshold < 1.0:
-        raise InputError(f"--threshold {options.threshold}: expected a probability in [0, 1)")
-    max_tokens = options.max_tokens or manifest.tokenizer.max_tokens
-    if max_tokens > manifest.backbone.max_positions:
-        raise InputError(f"--max-tokens {max_tokens} exceeds the backbone's {manifest.backbone.max_positions} positions")
-    if options.keep_candidates is not None and not 0.0 <= options.keep_candidates < 1.0:
-        raise InputError(f"--keep-candidates {options.keep_candidates}: expected a probability in [0, 1)")
-    overlap = options.window_overlap
-    if overlap is None:
-        overlap = default_overlap(max_tokens, manifest.band_width)
-    check_window_options(max_tokens, overlap, manifest.band_width)
-    return dataclasses.replace(options, max_tokens=max_tokens, window_overlap=overlap)
-
-
-class Annotator:
-    """Annotate texts with a bundle made by ``tommer-export``.
-
-    One call for one text (``annotate_text``), one for a batch (``annotate``), one for
-    an Arrow table (``annotate_table``) and one for Parquet files (``annotate_parquet``).
-    """
-
-    def __init__(self, folder: str | Path, options: AnnotateOptions = AnnotateOptions()):
-        self.folder = Path(folder)
-        self.manifest: Manifest = read_manifest(self.folder)
-        options = check_options(self.manifest, options)
-        if options.batch_tokens is not None and options.batch_tokens < 1:
-            raise InputError(f"--batch-tokens must be >= 1, found {options.batch_tokens}")
-        self.tokenizer = BundleTokenizer.from_bundle(self.folder, self.manifest)
-        kind = graph_kind(self.manifest.dtype, self.manifest.quantization)
-        # TensorRT's optimization profiles come from the GPU buckets, known before the session
-        gpu_buckets = ShapeBuckets.ladder(options.max_tokens, options.batch_tokens or DEFAULT_BATCH_TOKENS["tensorrt"])
-        settings = Settings(cache_dir=Path(options.cache_dir) if options.cache_dir else None,
-                            bundle_id=self.manifest.bundle_id, cuda_graphs=options.cuda_graphs,
-                            profiles=tensorrt_profiles(gpu_buckets.shapes(), self.manifest.input_names))
-        if options.streams < 0 or options.threads < 0:
-            raise InputError(f"--threads and --streams must be >= 0, found {options.threads} and {options.streams}")
-        def intra(provider: str) -> int:  # the split of --threads for the provider being tried
-            return stream_threads(provider, options.threads, options.streams)[1]
-
-        self.session, self.provider = open_session(self.folder / MODEL_NAME, options.provider, intra, kind=kind,
-                                                   settings=settings, tensorrt_ready=self.manifest.graph.tensorrt_ready,
-                                                   exported_with=self.manifest.library_versions.get("onnxruntime"))
-        gpu = self.provider in GPU_PROVIDERS
-        if options.cuda_graphs and not gpu:
-            raise InputError(f"--cuda-graphs needs a GPU provider (cuda or tensorrt); the session runs on {self.provider}")
-        streams, _ = stream_threads(self.provider, options.threads, options.streams)
-        if options.cuda_graphs and streams > 1:
-            raise InputError(f"--cuda-graphs needs one stream (a captured graph replays fixed buffers); found --streams {streams}")
-        batch_tokens = options.batch_tokens or DEFAULT_BATCH_TOKENS[self.provider]
-        use_buckets = gpu if options.buckets is None else options.buckets
-        if options.cuda_graphs and not use_buckets:
-            raise InputError("--cuda-graphs needs shape buckets (a fixed set of shapes to capture): drop --no-buckets")
-        self.buckets = ShapeBuckets.ladder(options.max_tokens, batch_tokens) if use_buckets else None
-        self.options = dataclasses.replace(options, batch_tokens=batch_tokens, buckets=use_buckets, streams=streams)
-        self._given = options  # pickled as given: another machine resolves streams and budgets for itself
-        # one runner (IO-binding buffers) per stream; a stream takes a free runner for each batch
-        self.runners = [GraphRunner(self.session, self.provider, io_binding=options.io_binding,
-                                    cuda_graphs=options.cuda_graphs,
-                                    graph_shapes=self.buckets.shapes() if self.buckets else None,
-                                    input_names=tuple(self.manifest.input_names)) for _ in range(streams)]
-        self._pool: ThreadPoolExecutor | None = None
-        # Called from the inference thread after each batch with (rows, tokens) done: rows are the
-        # chunk's rows times the batch's share of the chunk's tokens, so progress moves within a chunk.
-        self.on_progress: Callable[[float, int], None] | None = None
-        self.reset_cancel()
-
-    @property
-    def runner(self) -> GraphRunner:
-        """The first stream's runner (the only one with ``streams=1``)."""
-        return self.runners[0]
-
-    def cancel(self) -> None:
-        """Stop ``infer`` from another thread: the graph runs in flight are terminated, no batch starts."""
-        self._cancelled.set()
-        for runner in self.runners:
-            runner.terminate()
-
-    def reset_cancel(self) -> None:
-        """Make the annotator usable again after ``cancel`` (once nothing runs)."""
-        self._cancelled = threading.Event()
-        for runner in self.runners:
-            runner.reset()
-
-    def _run(self, runner: GraphRunner, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        if self._cancelled.is_set():
-            raise Cancelled("annotation cancelled")
-        try:
-            return runner.run(ids, mask)
-        except Exception as exc:  # onnxruntime's own error type for a terminated run
-            if self._cancelled.is_set():
-                raise Cancelled("annotation cancelled while the graph ran") from exc
-            if is_onnxruntime_error(exc) or isinstance(exc, (MemoryError, RuntimeError)):
-                raise graph_run_error(exc, ids.shape, self.provider, self.options.batch_tokens) from exc
-            raise
-
-    @classmethod
-    def from_bundle(cls, folder: str | Path, **options: Any) -> "Annotator":
-        return cls(folder, AnnotateOptions(**options))
-
-    # -- stages ---------------------------------------------------------------------
-    def tokenize(self, chunk: Chunk) -> Chunk:
-        start = time.perf_counter()
-        chunk.tokens = self.tokenizer.encode_flat(chunk.texts)
-        chunk.stats.seconds["tokenize"] += time.perf_counter() - start
-        return chunk
-
-    def infer(self, chunk: Chunk) -> Chunk:
-        """Run the graph over every window of every document, in length-sorted batches.
-
-        Only the candidate spans leave this stage (``chunk.hits``): each batch's band is
-        thresholded as soon as it comes out of the graph and then freed. With several
-        streams, that many batches run at once (one runner each); results are taken in
-        batch order, so the output does not depend on the number of streams.
-        """
-        start = time.perf_counter()
-        opts, tokens = self.options, chunk.tokens
-        floor = opts.threshold if opts.keep_candidates is None else min(opts.threshold, opts.keep_candidates)
-        win = plan_windows(tokens.lengths, opts.max_tokens, opts.window_overlap)
-        chunk.stats.documents_windowed += int(np.count_nonzero(np.bincount(win["doc"], minlength=1) > 1))
-        first = tokens.start[win["doc"]] + win["start"]  # flat position of each window's first row
-        found, total = [], int(win["length"].sum())
-        lengths = win["length"]
-        batches = list(self.buckets.plan(lengths) if self.buckets else plan_exact(lengths, opts.batch_tokens))
-        free: queue.SimpleQueue[GraphRunner] = queue.SimpleQueue()  # runners not in use (one per stream)
-        for runner in self.runners:
-            free.put(runner)
-
-        def run_batch(batch) -> tuple[int, Hits]:
-            rows = batch.index
-            ids, mask = self._gather(tokens.ids, first[rows], lengths[rows], batch.rows, batch.width)
-            runner = free.get()
-            try:  # the band lives in the runner's buffers: threshold it before handing the runner back
-                band = self._run(runner, ids, mask)[: len(rows)]
-                return ids.size, band_hits(band, floor, win["doc"][rows], win["start"][rows], win["own_lo"][rows],
-                                           win["own_hi"][rows])
-            finally:
-                free.put(runner)
-
-        if len(self.runners) > 1 and len(batches) > 1:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(len(self.runners), thread_name_prefix="tommer-stream")
-            results = self._pool.map(run_batch, batches)  # pending batches are cancelled if one fails
-        else:
-            results = map(run_batch, batches)
-        try:
-            for batch, (padded, hits) in zip(batches, results):
-                chunk.stats.padded_tokens += padded
-                found.append(hits)
-                if self.on_progress is not None:
-                    done = int(lengths[batch.index].sum())
-                    self.on_progress(len(chunk.texts) * done / total, done)
-        finally:
-            if hasattr(results, "close"):
-                results.close()  # on an error: the batches not yet started are cancelled now
-        if self.on_progress is not None and total == 0:  # only empty texts
-            self.on_progress(len(chunk.texts), 0)
-        chunk.stats.tokens += int(win["length"].sum())
-        chunk.hits = Hits.concat(found)
-        chunk.stats.seconds["infer"] += time.perf_counter() - start
-        return chunk
-
-    def _gather(self, flat_ids: np.ndarray, first: np.ndarray, lengths: np.ndarray, rows: int | None = None,
-                width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Right-padded ``(input_ids, attention_mask)`` of windows, BOS in column 0 of each.
-
-        ``rows`` and ``width`` (a bucket's shape) pad further: empty rows are all padding, mask 0.
-        """
-        width = int(lengths.max()) if width is None else width
-        if rows is not None and rows > len(lengths):
-            first = np.concatenate([first, np.zeros(rows - len(lengths), dtype=first.dtype)])
-            lengths = np.concatenate([lengths, np.zeros(rows - len(lengths), dtype=lengths.dtype)])
-        cols = np.arange(width, dtype=np.int64)
-        mask = cols[None, :] < lengths[:, None]
-        ids = np.where(mask, flat_ids[np.minimum(first[:, None] + cols[None, :], len(flat_ids) - 1)],
-                       self.tokenizer.pad_token_id)
-        ids[:, 0] = self.tokenizer.bos_token_id
-        return ids, mask.astype(np.int64)
-
-    def decode(self, chunk: Chunk) -> Chunk:
-        """Candidates to mention columns, for the whole chunk at once."""
-        start = time.perf_counter()
-        opts, tokens = self.options, chunk.tokens
-        chars = ChunkText(chunk.texts)
-        hits = chunk.hits
-        chosen = hits.above(opts.threshold) if opts.keep_candidates is not None else hits
-        if opts.decoding != "threshold":
-            chosen = _select_per_document(chosen.sorted(), SELECTORS[opts.decoding])
-        chunk.mentions = mentions_column(chosen, chars, tokens.start, tokens.offsets)
-        if opts.keep_candidates is not None:
-            chunk.candidates = mentions_column(hits.above(opts.keep_candidates), chars, tokens.start, tokens.offsets)
-        chunk.stats.mentions += len(chunk.mentions.values)
-        chunk.stats.rows += len(chunk.texts)
-        chunk.hits = None  # free the spans early
-        chunk.stats.seconds["decode"] += time.perf_counter() - start
-        return chunk
-
-    def process(self, chunk: Chunk) -> Chunk:
-        return self.decode(self.infer(self.tokenize(chunk)))
-
-    # -- public API -----------------------------------------------------------------
-    def annotate(self, texts: Sequence[str | None]) -> list[list[Mention]]:
-        """Mentions of each text (``None`` gives no mention)."""
-        if isinstance(texts, str):
-            raise InputError("annotate() takes a sequence of texts; for one string use annotate_text()")
-        return mention_lists(self.process(Chunk(texts=list(texts))).mentions)
-
-    def annotate_text(self, text: str) -> list[Mention]:
-        return self.annotate([text])[0]
-
-    def annotate_table(self, table: pa.Table, text_column: str | None = "text") -> pa.Table:
-        """``table`` with ``mentions`` and ``n_tokens`` (and ``candidates``) appended."""
-        column = resolve_text_column(table.schema, text_column, "<table>")
-        chunk = self.process(Chunk(texts=texts_of(column_at(table, column), "<table>", column)))
-        return append_results(table, chunk)
+class Annotator(core.Annotator):
+    """Annotate texts, Arrow tables, Parquet or JSON Lines files, ``datasets`` and pandas objects."""
 
     def map_batch(self, batch: Any, text_column: str | None = "text") -> dict[str, list]:
         """For ``datasets``: ``ds.map(annotator.map_batch, batched=True)`` adds ``mentions`` and ``n_tokens``.
@@ -288,51 +26,28 @@ class Annotator:
         ``batch`` is a dict of lists (or a pyarrow Table); pass ``fn_kwargs={"text_column": ...}``
         for another column. ``annotate_dataset`` also sets the Arrow types of the Parquet output.
         """
-        from .interop import batch_texts, mentions_batch
+        from .integrations.dataframes import batch_texts, mentions_batch
 
         return mentions_batch(self, batch_texts(batch, text_column))
 
     def annotate_dataset(self, dataset: Any, text_column: str | None = None, **kwargs: Any) -> Any:
-        """A ``datasets.Dataset`` with the result columns; see ``tommer.runtime.interop.annotate_dataset``."""
-        from .interop import annotate_dataset
+        """A ``datasets.Dataset`` with the result columns; see ``integrations.dataframes.annotate_dataset``."""
+        from .integrations.dataframes import annotate_dataset
 
         return annotate_dataset(self, dataset, text_column, **kwargs)
 
     def annotate_dataframe(self, frame: Any, text_column: str | None = None, **kwargs: Any) -> Any:
-        """A pandas DataFrame with the result columns; see ``tommer.runtime.interop.annotate_dataframe``."""
-        from .interop import annotate_dataframe
+        """A pandas DataFrame with the result columns; see ``integrations.dataframes.annotate_dataframe``."""
+        from .integrations.dataframes import annotate_dataframe
 
         return annotate_dataframe(self, frame, text_column, **kwargs)
 
-    def __reduce__(self):
-        """Pickled as (folder, options as given, bundle id): ``datasets`` can hash it and send it to workers.
-
-        Options left automatic (streams, batch budget, buckets) stay automatic: a worker on
-        another machine resolves them for its own cores and provider."""
-        return _reload, (str(self.folder), self._given, self.manifest.bundle_id)
-
     def annotate_parquet(self, src: str | Path, dst: str | Path | None = None, **kwargs: Any):
-        """Annotate Parquet file(s) to Parquet; see ``tommer.runtime.parquet_io.annotate_files``."""
-        from .parquet_io import annotate_files
+        """Annotate Parquet or JSON Lines file(s) to Parquet; see ``engines.local.annotate_files``.
+
+        ``kwargs``: the fields of ``RunOptions`` (text_column, columns, chunk_rows, host_threads,
+        overwrite, resume) and the engine's callbacks and selection.
+        """
+        from .engines.local import annotate_files
 
         return annotate_files(self, str(src), None if dst is None else str(dst), **kwargs)
-
-
-def _reload(folder: str, options: AnnotateOptions, bundle_id: str) -> Annotator:
-    annotator = Annotator(folder, options)
-    if annotator.manifest.bundle_id != bundle_id:
-        raise BundleError(f"{folder}: the bundle changed since this annotator was pickled "
-                          f"(bundle id {bundle_id}, now {annotator.manifest.bundle_id})")
-    return annotator
-
-
-def _select_per_document(hits: Hits, select) -> Hits:
-    """Apply a per-document selection (greedy, flat, nested) to spans sorted by document."""
-    bounds = np.flatnonzero(np.diff(hits.doc)) + 1
-    keep = []
-    for lo, hi in zip(np.concatenate([[0], bounds]).tolist(), np.concatenate([bounds, [len(hits)]]).tolist()):
-        if hi > lo:
-            kept = select((hits.start[lo:hi], hits.end[lo:hi], hits.score[lo:hi]), return_index=True)
-            keep.append(lo + kept)
-    return hits.take(np.concatenate(keep) if keep else np.zeros(0, np.int64))
-

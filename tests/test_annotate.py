@@ -14,13 +14,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tommer.runtime.annotator import Annotator, Chunk
+from tommer.runtime.annotator import Annotator
+from tommer.runtime.core.chunk import Chunk
 from tommer.runtime.bundle import read_manifest
-from tommer.runtime.decoding import decode
+from tommer.runtime.core.decoding import decode
 from tommer.runtime.errors import BundleError, InputError
-from tommer.runtime.mentions import char_mentions
-from tommer.runtime.session import create_session, run_band
-from tommer.runtime.tokenization import BundleTokenizer, pad_batch
+from tommer.runtime.core.mentions import char_mentions
+from tommer.runtime.execution.session import create_session, run_band
+from tommer.runtime.core.tokenization import BundleTokenizer, pad_batch
 
 TEXTS = ["John lives in New York City.", None, "", "   ", "Marie Curie won the Nobel Prize in 1903.",
          "Emoji 🙂 and tabs\tand\nnewlines near Barack Obama.", "北京是中华人民共和国的首都。",
@@ -35,7 +36,7 @@ def corpus(tmp_path, texts=TEXTS, name="corpus.parquet", text_type=pa.string(), 
 
 
 def cli(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "tommer.runtime.cli", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "tommer.runtime.cli.annotate", *map(str, args)],
                           capture_output=True, text=True, **kw)
 
 
@@ -228,7 +229,7 @@ def test_repeated_kill_9_then_resume_is_exactly_once(tiny_bundle, tmp_path):
     assert cli(src, *args, "--output", tmp_path / "whole").returncode == 0
     clean_seconds = time.perf_counter() - begin
     target = tmp_path / "resumed"
-    command = [sys.executable, "-m", "tommer.runtime.cli", str(src), *map(str, args), "--output", str(target), "--resume"]
+    command = [sys.executable, "-m", "tommer.runtime.cli.annotate", str(src), *map(str, args), "--output", str(target), "--resume"]
     chunks = {f"f{k}.parquet": -(-n // 40) for k, n in enumerate((700, 500, 900))}
 
     def progress() -> int:  # chunks finished over all files: whole outputs and parts
@@ -284,7 +285,7 @@ def test_resume_after_a_kill_between_output_rename_and_cleanup(tiny_bundle, tmp_
 
 def test_read_chunks_from_any_row_equals_slicing(tmp_path):
     """Chunks read from row ``skip`` on are the table's rows from ``skip`` on, whatever the row groups."""
-    from tommer.runtime.sources import open_source, read_chunks
+    from tommer.runtime.io.sources import open_source, read_chunks
 
     table = pa.table({"id": range(500), "text": [f"t{i}" for i in range(500)]})
     for group_rows in (170, 40, 7, 1000):
@@ -300,7 +301,7 @@ def test_read_chunks_from_any_row_equals_slicing(tmp_path):
 
 def test_resume_redoes_a_part_that_is_not_whole(tmp_path):
     """A part that cannot be read, or has more rows than a chunk, is redone with every later part."""
-    from tommer.runtime.parquet_io import PartStore
+    from tommer.runtime.engines.local import PartStore
 
     table = pa.table({"id": range(8)})
     store = PartStore(tmp_path / "out.parquet", {"chunk_rows": 3})
@@ -308,11 +309,11 @@ def test_resume_redoes_a_part_that_is_not_whole(tmp_path):
     pq.write_table(table.slice(0, 3), store.folder / "part-000000.parquet")
     (store.folder / "part-000001.parquet").write_bytes(b"not parquet")
     pq.write_table(table.slice(6, 2), store.folder / "part-000002.parquet")
-    assert store._finished_parts() == 1
+    assert store.finished_parts() == 1
     pq.write_table(table.slice(3, 4), store.folder / "part-000001.parquet")
-    assert store._finished_parts() == 1, "a part with more rows than a chunk is not whole"
+    assert store.finished_parts() == 1, "a part with more rows than a chunk is not whole"
     pq.write_table(table.slice(3, 3), store.folder / "part-000001.parquet")
-    assert store._finished_parts() == 3
+    assert store.finished_parts() == 3
 
 
 class _Stop(Exception):
@@ -330,7 +331,8 @@ def interrupted_run(annotator, src, out, chunk_rows=3):
 
 
 def test_resume_refuses_a_changed_input_naming_it(tiny_bundle, tmp_path):
-    """Size, modification time or footer hash changed since the parts (or the output) were written: refused."""
+    """Size or footer hash changed since the parts (or the output) were written: refused; a touch alone is not
+    a change (only the modification time moved): the resume goes on."""
     annotator = Annotator.from_bundle(tiny_bundle)
     src, out = corpus(tmp_path), tmp_path / "out.parquet"
     interrupted_run(annotator, src, out)
@@ -342,11 +344,15 @@ def test_resume_refuses_a_changed_input_naming_it(tiny_bundle, tmp_path):
     with pytest.raises(InputError, match=r"the interrupted run used --chunk-rows 3 \(now 4\): pass the same values"):
         annotator.annotate_parquet(src, out, chunk_rows=4, resume=True)
     annotator.annotate_parquet(src, out, chunk_rows=3, overwrite=True)
+    before = pq.read_table(out)
     os.utime(src, ns=(time.time_ns(), time.time_ns() + 10**9))  # touched: only the time changed
-    with pytest.raises(InputError, match=rf"{out.name} was written \(mtime_ns \d+ then, \d+ now\)"):
-        annotator.annotate_parquet(src, out, chunk_rows=3, resume=True)
-    mtime = pq.read_table(out)  # the refused resume left the finished output alone
-    assert mtime.num_rows == len(TEXTS)
+    summary = annotator.annotate_parquet(src, out, chunk_rows=3, resume=True)  # the same file: kept
+    assert (summary.files, summary.skipped_files) == (0, 1)
+    assert pq.read_table(out).equals(before)
+    interrupted_run(annotator, src, tmp_path / "again.parquet")
+    os.utime(src, ns=(time.time_ns(), time.time_ns() + 2 * 10**9))  # touched between interrupt and resume
+    annotator.annotate_parquet(src, tmp_path / "again.parquet", chunk_rows=3, resume=True)
+    assert pq.read_table(tmp_path / "again.parquet").equals(before)
 
 
 def test_cancel_stops_the_graph_run_in_flight(tiny_bundle):
@@ -375,7 +381,7 @@ def test_signal_stops_cleanly_keeps_parts_and_says_how_to_resume(tiny_bundle, tm
     src = corpus(tmp_path, texts=[" ".join(rng.choice(words, size=150)) for _ in range(40)], row_group_size=16)
     out = tmp_path / "out.parquet"
     args = [src, "--model", tiny_bundle, "--output", out, "--chunk-rows", "2", "-q"]
-    proc = subprocess.Popen([sys.executable, "-m", "tommer.runtime.cli", *map(str, args)], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "tommer.runtime.cli.annotate", *map(str, args)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     parts = tmp_path / ".out.parquet.parts"
     deadline = time.time() + 60
@@ -399,7 +405,7 @@ def test_signal_stops_cleanly_keeps_parts_and_says_how_to_resume(tiny_bundle, tm
 
 def test_window_overlap_adapts_to_max_tokens(tiny_bundle):
     """--max-tokens alone works: the default overlap shrinks with the window, never below band width + 1."""
-    from tommer.runtime.annotator import AnnotateOptions, check_options
+    from tommer.runtime.options import AnnotateOptions, check_options
 
     manifest = read_manifest(tiny_bundle)  # band width 6
     resolved = {m: check_options(manifest, AnnotateOptions(max_tokens=m)).window_overlap for m in (9, 32, 128, 512)}
@@ -434,7 +440,7 @@ def test_progress_bar_on_a_terminal(tiny_bundle, tmp_path):
     src = corpus(tmp_path)
     pid, fd = pty.fork()
     if pid == 0:  # child: run the CLI on the terminal
-        os.execv(sys.executable, [sys.executable, "-m", "tommer.runtime.cli", str(src), "--model", str(tiny_bundle),
+        os.execv(sys.executable, [sys.executable, "-m", "tommer.runtime.cli.annotate", str(src), "--model", str(tiny_bundle),
                                   "--chunk-rows", "2"])
     output = b""
     while True:
@@ -483,7 +489,7 @@ def test_plain_progress_lines_when_not_on_a_terminal(tiny_bundle, tmp_path):
 
 
 def test_engine_ray_without_ray_installed(tiny_bundle, tmp_path):
-    code = ("import sys; sys.modules['ray'] = None; from tommer.runtime.cli import main; "
+    code = ("import sys; sys.modules['ray'] = None; from tommer.runtime.cli.annotate import main; "
             f"sys.argv = ['tommer-annotate', {str(corpus(tmp_path))!r}, '--model', {str(tiny_bundle)!r}, "
             f"'--engine', 'ray', '--output', {str(tmp_path / 'o')!r}]; main()")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

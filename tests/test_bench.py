@@ -12,7 +12,7 @@ import pytest
 
 from tommer.benchmarks.corpus import synthetic_texts
 from tommer.benchmarks.metrics import backbone_flops, paired_ratios
-from tommer.runtime.evaluate import dice, span_agreement
+from tommer.runtime.quality.evaluate import dice, span_agreement
 
 
 def test_backbone_flops_by_hand():
@@ -83,7 +83,8 @@ def test_feed_bundle_runs_through_the_annotator_at_a_controlled_density(tmp_path
     from tommer.benchmarks.feed import build_feed_bundle, feed_texts
     import numpy as np
 
-    from tommer.runtime.annotator import Annotator, Chunk
+    from tommer.runtime.annotator import Annotator
+    from tommer.runtime.core.chunk import Chunk
 
     bundle = build_feed_bundle(tmp_path / "feed", vocab_size=600)
     annotator = Annotator.from_bundle(bundle, threshold=0.9, batch_tokens=2048)

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tommer.runtime.batching import ShapeBuckets, plan_exact
+from tommer.runtime.core.batching import ShapeBuckets, plan_exact
 
 
 @given(max_tokens=st.integers(17, 4096), batch_tokens=st.integers(16, 70000))
@@ -42,7 +42,8 @@ def test_bucket_plan_covers_every_window_once_with_few_shapes(lengths, batch_tok
 
 def test_buckets_and_io_binding_give_the_plain_run_spans(tiny_bundle):
     from tommer.exporter.random_models import CORPUS
-    from tommer.runtime.annotator import Annotator, Chunk
+    from tommer.runtime.annotator import Annotator
+    from tommer.runtime.core.chunk import Chunk
 
     texts = CORPUS * 7 + ["Paris " * 90, "", None]
     runs = {}
@@ -59,7 +60,7 @@ def test_buckets_and_io_binding_give_the_plain_run_spans(tiny_bundle):
 
 def test_io_binding_reuses_one_output_buffer_per_shape(tiny_bundle):
     from tommer.runtime.annotator import Annotator
-    from tommer.runtime.session import run_band
+    from tommer.runtime.execution.session import run_band
 
     annotator = Annotator.from_bundle(tiny_bundle, provider="cpu")
     rng = np.random.default_rng(0)
@@ -82,8 +83,9 @@ def test_streams_give_the_one_stream_output_in_batch_order(tiny_bundle):
     import threading
 
     from tommer.exporter.random_models import CORPUS
-    from tommer.runtime.annotator import Annotator, Chunk
-    from tommer.runtime.session import GraphRunner
+    from tommer.runtime.annotator import Annotator
+    from tommer.runtime.core.chunk import Chunk
+    from tommer.runtime.execution.session import GraphRunner
 
     class Recording(GraphRunner):
         def run(self, ids, mask):
@@ -113,7 +115,7 @@ def test_streams_give_the_one_stream_output_in_batch_order(tiny_bundle):
 def test_a_failing_stream_stops_the_batches_not_started(tiny_bundle):
     from tommer.exporter.random_models import CORPUS
     from tommer.runtime.annotator import Annotator
-    from tommer.runtime.session import GraphRunner
+    from tommer.runtime.execution.session import GraphRunner
 
     calls = []
 
@@ -163,7 +165,7 @@ def test_a_failing_stream_stops_the_batches_not_started(tiny_bundle):
     ("cuda", 0, 0, 32, (1, 0)), ("tensorrt", 6, 0, 32, (1, 6)),
 ])
 def test_stream_threads_split_the_cores(monkeypatch, provider, threads, streams, cores, expected):
-    from tommer.runtime import providers
+    from tommer.runtime import options
 
-    monkeypatch.setattr(providers, "usable_cores", lambda: cores)
-    assert providers.stream_threads(provider, threads, streams) == expected
+    monkeypatch.setattr(options, "usable_cores", lambda: cores)
+    assert options.stream_threads(provider, threads, streams) == expected

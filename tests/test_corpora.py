@@ -14,7 +14,7 @@ import pytest
 
 from tommer.runtime.annotator import Annotator
 from tommer.runtime.errors import InputError
-from tommer.runtime.parquet_io import annotate_files
+from tommer.runtime.engines.local import annotate_files
 
 TEXTS = ["John lives in New York City.", None, "", "Marie Curie won the Nobel Prize in 1903.",
          "Emoji 🙂 and tabs\tand\nnewlines near Barack Obama.", "北京是中华人民共和国的首都。",
@@ -54,7 +54,7 @@ def keys(column):
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "tommer.runtime.cli", *map(str, args)], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "tommer.runtime.cli.annotate", *map(str, args)], capture_output=True, text=True)
 
 
 @pytest.mark.parametrize("name", ["c.jsonl", "c.ndjson", "c.json.gz", "c.jsonl.zst", "c.jsonl.bz2"])
@@ -94,7 +94,7 @@ def test_json_lines_nested_text_column_columns_and_missing_fields(annotator, tmp
 
 def test_json_lines_resume_and_block_boundaries(annotator, tmp_path, monkeypatch):
     """Blocks smaller than a line, types unified across blocks, resume after an interruption."""
-    from tommer.runtime import jsonl_io
+    from tommer.runtime.io import jsonl as jsonl_io
 
     monkeypatch.setattr(jsonl_io, "BLOCK_BYTES", 64)
     rows = records(TEXTS * 4)
@@ -146,7 +146,7 @@ def test_malformed_line_cli(tiny_bundle, tmp_path):
 
 
 def test_limit_and_sample(annotator, tmp_path):
-    from tommer.runtime.selection import Selection
+    from tommer.runtime.io.selection import Selection
 
     folder = tmp_path / "in"
     folder.mkdir()

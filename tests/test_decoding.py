@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from tommer.runtime.decoding import STRATEGIES, decode
+from tommer.runtime.core.decoding import STRATEGIES, decode
 
 
 def planted(n, width, spans):

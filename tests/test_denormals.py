@@ -9,7 +9,7 @@ import threading
 import numpy as np
 import pytest
 
-from tommer.runtime import denormals
+from tommer.runtime.execution import denormals
 
 needs_modes = pytest.mark.skipif(not denormals.supported(), reason="floating-point modes cannot be set here")
 
@@ -38,7 +38,7 @@ def test_flushed_sets_the_modes_inside_the_block_and_restores_them():
 @needs_modes
 def test_the_cpu_runner_runs_the_graph_flushed_and_leaves_the_thread_as_it_was(tiny_bundle):
     from tommer.runtime.annotator import Annotator
-    from tommer.runtime.session import GraphRunner
+    from tommer.runtime.execution.session import GraphRunner
 
     seen = []
 
@@ -71,8 +71,9 @@ def test_the_cpu_runner_runs_the_graph_flushed_and_leaves_the_thread_as_it_was(t
 @needs_modes
 def test_stream_threads_run_flushed(tiny_bundle):
     from tommer.exporter.random_models import CORPUS
-    from tommer.runtime.annotator import Annotator, Chunk
-    from tommer.runtime.session import GraphRunner
+    from tommer.runtime.annotator import Annotator
+    from tommer.runtime.core.chunk import Chunk
+    from tommer.runtime.execution.session import GraphRunner
 
     states = []
 
@@ -99,7 +100,7 @@ def test_opening_a_session_keeps_the_callers_modes(tiny_bundle, opener):
     The ``onnxruntime`` case shows what the test guards against."""
     model = str(tiny_bundle / "model.onnx")
     if opener == "tommer":
-        open_it = (f"from tommer.runtime.session import open_session\nsession, _ = open_session({model!r}, 'cpu')\n"
+        open_it = (f"from tommer.runtime.execution.session import open_session\nsession, _ = open_session({model!r}, 'cpu')\n"
                    "assert session.get_session_options().get_session_config_entry('session.set_denormal_as_zero') == '1'\n")
     else:
         open_it = ("options = ort.SessionOptions()\noptions.add_session_config_entry('session.set_denormal_as_zero', '1')\n"

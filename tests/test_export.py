@@ -14,10 +14,10 @@ from tommer.exporter.random_models import make_backbone, make_head
 from tommer.exporter.reference import reference_band
 from tommer.exporter.spec import ExportOptions, ExportSpec
 from tommer.runtime.bundle import read_manifest
-from tommer.runtime.decoding import decode_threshold
+from tommer.runtime.core.decoding import decode_threshold
 from tommer.runtime.errors import ExportError, ParityError
-from tommer.runtime.session import create_session, run_band
-from tommer.runtime.tokenization import BundleTokenizer, pad_batch
+from tommer.runtime.execution.session import create_session, run_band
+from tommer.runtime.core.tokenization import BundleTokenizer, pad_batch
 
 TEXTS = ["Barack Obama visited Paris and Berlin in 2014.", "Hi", "",
          "The Amazon river flows through Brazil, Peru and Colombia to the Atlantic Ocean."]

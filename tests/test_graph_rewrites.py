@@ -7,7 +7,7 @@ import onnx_ir as ir
 import pytest
 
 from tommer.exporter.graph import attention_on_3d
-from tommer.runtime.session import create_session
+from tommer.runtime.execution.session import create_session
 
 B, S, HQ, HK, D = 2, 7, 4, 2, 8
 

@@ -9,7 +9,7 @@ import pytest
 from tommer.benchmarks.int8_kernels import _matmul_model
 from tommer.exporter.graph import quantize_int8
 from tommer.exporter.spec import ExportSpec
-from tommer.runtime.session import create_session
+from tommer.runtime.execution.session import create_session
 
 K, N = 64, 48
 
@@ -67,7 +67,7 @@ def test_zero_rows_stay_finite(layer):
 @pytest.mark.parametrize("flags,exact", [("fpu sse4_2 avx2 fma", True), ("avx2 avx512f avx512_vnni", False),
                                          ("avx2 avx_vnni", False), ("avx512f amx_tile amx_int8", False)])
 def test_exact_int8_mode_only_without_vnni(tmp_path, monkeypatch, layer, flags, exact):
-    from tommer.runtime import session as session_module
+    from tommer.runtime.execution import session as session_module
 
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\nbugs\t\t: none\n")

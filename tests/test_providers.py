@@ -5,9 +5,9 @@ from __future__ import annotations
 import onnxruntime as ort
 import pytest
 
-from tommer.runtime import session as session_module
+from tommer.runtime.execution import session as session_module
 from tommer.runtime.errors import InputError
-from tommer.runtime.providers import ORT_NAMES, Settings, candidates, profile, provider_options, tensorrt_profiles
+from tommer.runtime.execution.providers import ORT_NAMES, Settings, candidates, profile, provider_options, tensorrt_profiles
 
 ALL = [ORT_NAMES["tensorrt"], ORT_NAMES["cuda"], ORT_NAMES["cpu"]]
 
@@ -64,7 +64,7 @@ def test_tensorrt_only_for_bundles_that_passed_the_parser_check():
 
 
 def test_provider_options_caches_precision_and_profiles(tmp_path):
-    from tommer.runtime.batching import ShapeBuckets
+    from tommer.runtime.core.batching import ShapeBuckets
 
     buckets = ShapeBuckets.ladder(2048, 65536)
     profiles = tensorrt_profiles(buckets.shapes(), ("input_ids", "attention_mask"))
@@ -127,12 +127,12 @@ def test_a_graph_onnxruntime_cannot_load_is_a_bundle_error_with_what_to_do(tiny_
                                               r"this graph \(InvalidProtobuf: .*\): re-export the bundle with "
                                               r"tommer-export"):
             Annotator.from_bundle(bad, provider=provider)
-    out = subprocess.run([sys.executable, "-m", "tommer.runtime.cli", str(corpus_file(tmp_path)), "--model", str(bad),
+    out = subprocess.run([sys.executable, "-m", "tommer.runtime.cli.annotate", str(corpus_file(tmp_path)), "--model", str(bad),
                           "--output", str(tmp_path / "out.parquet")], capture_output=True, text=True)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "cannot load this graph" in out.stderr and "tommer-export" in out.stderr
     assert not (tmp_path / "out.parquet").exists()
-    from tommer.runtime.session import graph_load_error
+    from tommer.runtime.execution.session import graph_load_error
 
     older = graph_load_error(bad / "model.onnx", ort.capi.onnxruntime_pybind11_state.Fail("opset 99"), "9.0.0")
     assert "exported and validated with onnxruntime 9.0.0: install that version or a newer one" in str(older)
@@ -153,7 +153,7 @@ def test_onnxruntime_errors_while_running_say_what_to_do(tiny_bundle):
 
     from tommer.runtime.annotator import Annotator
     from tommer.runtime.errors import GraphRunError
-    from tommer.runtime.session import GraphRunner
+    from tommer.runtime.execution.session import GraphRunner
 
     annotator = Annotator.from_bundle(tiny_bundle, provider="cpu")
     oom = state.RuntimeException("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Non-zero status code returned while "
@@ -179,10 +179,10 @@ def test_out_of_memory_reaches_the_cli_as_a_message(tiny_bundle, tmp_path):
     import sys
 
     code = ("import sys; from onnxruntime.capi import onnxruntime_pybind11_state as state\n"
-            "from tommer.runtime import session\n"
+            "from tommer.runtime.execution import session\n"
             "def run(self, ids, mask): raise state.RuntimeException('Failed to allocate memory for requested buffer')\n"
             "session.GraphRunner.run = run\n"
-            "from tommer.runtime.cli import main\n"
+            "from tommer.runtime.cli.annotate import main\n"
             f"sys.argv = ['tommer-annotate', {str(corpus_file(tmp_path))!r}, '--model', {str(tiny_bundle)!r}, "
             f"'--output', {str(tmp_path / 'out.parquet')!r}, '--quiet']\n"
             "main()\n")
@@ -195,7 +195,7 @@ def test_out_of_memory_reaches_the_cli_as_a_message(tiny_bundle, tmp_path):
 def test_each_provider_tried_gets_its_own_thread_split(tiny_bundle, monkeypatch):
     """On the CPU, --threads is split among the streams; a GPU session keeps --threads as asked
     (its few CPU nodes), whichever provider ``auto`` ends up with."""
-    from tommer.runtime import providers
+    from tommer.runtime import options
     from tommer.runtime.annotator import Annotator
 
     tried = []
@@ -206,7 +206,7 @@ def test_each_provider_tried_gets_its_own_thread_split(tiny_bundle, monkeypatch)
                           sess_options.intra_op_num_threads))
             super().__init__(path, sess_options=sess_options, providers=providers)
 
-    monkeypatch.setattr(providers, "usable_cores", lambda: 4)
+    monkeypatch.setattr(options, "usable_cores", lambda: 4)
     monkeypatch.setattr(session_module.ort, "get_available_providers", lambda: list(ALL))
     monkeypatch.setattr(session_module.ort, "InferenceSession", Recording)
     annotator = Annotator.from_bundle(tiny_bundle, threads=0, streams=0)  # auto: CUDA falls back, CPU loads
@@ -221,15 +221,15 @@ def test_each_provider_tried_gets_its_own_thread_split(tiny_bundle, monkeypatch)
 def test_a_pickled_annotator_resolves_automatic_options_where_it_is_loaded(tiny_bundle, monkeypatch):
     import pickle
 
-    from tommer.runtime import providers
+    from tommer.runtime import options
     from tommer.runtime.annotator import Annotator
 
-    monkeypatch.setattr(providers, "usable_cores", lambda: 2)
+    monkeypatch.setattr(options, "usable_cores", lambda: 2)
     annotator = Annotator.from_bundle(tiny_bundle, provider="cpu")
     fixed = Annotator.from_bundle(tiny_bundle, provider="cpu", streams=2, batch_tokens=300)
     assert annotator.options.streams == 2 and len(annotator.runners) == 2
     data, data_fixed = pickle.dumps(annotator), pickle.dumps(fixed)
-    monkeypatch.setattr(providers, "usable_cores", lambda: 6)  # a bigger worker
+    monkeypatch.setattr(options, "usable_cores", lambda: 6)  # a bigger worker
     copy, copy_fixed = pickle.loads(data), pickle.loads(data_fixed)
     assert copy.options.streams == 6 and len(copy.runners) == 6
     assert copy.options.batch_tokens == annotator.options.batch_tokens

@@ -12,11 +12,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tommer.runtime.annotator import MENTION_TYPE
-from tommer.runtime.bio import read_bio, sentence_spans
+from tommer.runtime.core.mentions import MENTION_TYPE
+from tommer.runtime.quality.bio import read_bio, sentence_spans
 from tommer.runtime.errors import InputError
-from tommer.runtime.evaluate import agreement, score, sweep
-from tommer.runtime.show import render_page
+from tommer.runtime.quality.evaluate import agreement, score, sweep
+from tommer.runtime.quality.show import render_page
 
 
 def spans_col(docs):
@@ -81,12 +81,12 @@ def test_bio_edge_cases(tmp_path):
 
 
 def cli(tool, *args):
-    code = f"from tommer.runtime.quality_cli import {tool}_main; {tool}_main()"
+    code = f"from tommer.runtime.cli.quality import {tool}_main; {tool}_main()"
     return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True)
 
 
 def module(*args):
-    return subprocess.run([sys.executable, "-m", "tommer.runtime.quality_cli", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "tommer.runtime.cli.quality", *map(str, args)],
                           capture_output=True, text=True)
 
 
@@ -211,7 +211,7 @@ def test_python_dash_m_dispatches_eval_and_show(tmp_path):
         out = module(*args, "--against", pred, "--json", tmp_path / "a.json")
         assert out.returncode == 0, out.stderr
         assert json.loads((tmp_path / "a.json").read_text())["exact_match_rate"] == 1.0
-    assert "Usage: python -m tommer.runtime.quality_cli show" in module("show", "--help").stdout
+    assert "Usage: python -m tommer.runtime.cli.quality show" in module("show", "--help").stdout
 
 
 def test_missing_or_wrong_id_column_is_a_clear_error(tmp_path):
@@ -251,7 +251,7 @@ def test_duplicate_ids_are_an_error_naming_the_id_and_rows(tmp_path):
 
 def test_rows_are_matched_by_id_in_linear_time(tmp_path, monkeypatch):
     """Spans are parsed once per file (not once per row) and rows found through a dict of ids."""
-    from tommer.runtime import quality_cli
+    from tommer.runtime.cli import quality as quality_cli
 
     n = 3000
     rng = list(range(n))
@@ -287,7 +287,7 @@ def test_one_span_agreement_implementation():
 
     from conftest import REPO
     from tommer.exporter import validate
-    from tommer.runtime.evaluate import span_agreement
+    from tommer.runtime.quality.evaluate import span_agreement
 
     definitions = []
     for folder in ("runtime", "exporter", "benchmarks"):

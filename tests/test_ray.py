@@ -17,8 +17,8 @@ ray = pytest.importorskip("ray")
 
 from tommer.runtime.annotator import Annotator  # noqa: E402
 from tommer.runtime.errors import GraphRunError, InputError  # noqa: E402
-from tommer.runtime.parquet_io import annotate_files  # noqa: E402
-from tommer.runtime.ray_engine import SUCCESS, _AnnotateBlocks, annotate_files_ray  # noqa: E402
+from tommer.runtime.engines.local import annotate_files  # noqa: E402
+from tommer.runtime.engines.ray import SUCCESS, _AnnotateBlocks, annotate_files_ray  # noqa: E402
 
 TEXTS = ["John lives in New York City.", None, "", "Marie Curie won the Nobel Prize in 1903.",
          "The Amazon river flows through Brazil, Peru and Colombia. " * 30]
@@ -181,7 +181,7 @@ def test_cli_resume_quiet(ray_local, ray_job, tiny_bundle, corpus, local_outputs
     kept = {p.name: p.stat().st_mtime_ns for p in (out / "part-0.parquet").iterdir()}
     (out / "part-1.parquet" / SUCCESS).unlink()  # as if the job had stopped while writing part-1
     shutil.copy(parts(out / "part-1.parquet")[0], out / "part-1.parquet" / "part-99999999.parquet")
-    args = [sys.executable, "-m", "tommer.runtime.cli", str(corpus), "--model", str(tiny_bundle), "--engine", "ray",
+    args = [sys.executable, "-m", "tommer.runtime.cli.annotate", str(corpus), "--model", str(tiny_bundle), "--engine", "ray",
             "--num-cpus-per-worker", "0.5", "--columns", "id", "--max-tokens", "64", "--window-overlap", "12"]
     missing = subprocess.run(args, capture_output=True, text=True)
     assert missing.returncode == 2 and "--engine ray needs --output FOLDER" in missing.stderr
@@ -204,7 +204,7 @@ def test_cli_resume_quiet(ray_local, ray_job, tiny_bundle, corpus, local_outputs
 def test_quiet_turns_ray_data_progress_off_for_the_job_only(ray_local):
     import logging
 
-    from tommer.runtime.ray_engine import _settings
+    from tommer.runtime.engines.ray import _settings
 
     context = ray.data.DataContext.get_current()
     before = (context.enable_progress_bars, context.print_on_execution_start, logging.getLogger("ray.data").level)
@@ -219,7 +219,7 @@ def test_quiet_turns_ray_data_progress_off_for_the_job_only(ray_local):
 
 def test_gpu_workers_run_the_cuda_provider():
     """--num-gpus-per-worker > 0 selects cuda unless a provider was named."""
-    from tommer.runtime.ray_engine import annotate_dataset
+    from tommer.runtime.engines.ray import annotate_dataset
 
     class Recorder:
         def map_batches(self, fn, **kwargs):

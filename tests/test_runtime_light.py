@@ -7,10 +7,14 @@ import sys
 
 CODE = """
 import sys
+import importlib, pkgutil
 import tommer, tommer.runtime
-from tommer.runtime import (annotator, batching, bundle, chunk, cli, columns, decoding, errors, inputs, mentions, parquet_io,
-                            pipeline, session, tokenization, windows, bio, evaluate, show,
-                            quality_cli, ray_engine, jsonl_io, sources, selection, locations, interop)
+names = [m.name for m in pkgutil.walk_packages(tommer.runtime.__path__, "tommer.runtime.")]
+assert len(names) > 30, names
+for name in names:
+    if name.endswith("spacy_component"):
+        continue  # imports spaCy, which the runtime itself does not need
+    importlib.import_module(name)
 heavy = sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'transformers', 'onnx', 'onnxscript'})
 print(','.join(heavy))
 """
@@ -59,7 +63,7 @@ def test_light_entry_points(tmp_path):
         rows = [[{"start": s, "end": e, "text": "x", "score": 0.9} for s, e in doc] for doc in spans]
         pq.write_table(pa.table({"text": ["abcd efg", "xyz"], "mentions": pa.array(rows, pa.list_(mention))}),
                        tmp_path / f"{name}.parquet")
-    status, heavy = run_light("tommer.runtime.quality_cli.eval_main",
+    status, heavy = run_light("tommer.runtime.cli.quality.eval_main",
                               ["tommer-eval", str(tmp_path / "a.parquet"), "--against", str(tmp_path / "b.parquet")])
     assert (status, heavy) == ("0", "-")
     import tommer
@@ -97,14 +101,16 @@ def test_cli_choices_are_the_runtimes_constants_and_help_states_every_default():
 
     from tommer.benchmarks import backends, cli as bench_cli
     from tommer.exporter import cli as export_cli, spec
-    from tommer.runtime import bundle, cli, decoding, providers, quality_cli
+    from tommer.runtime import bundle, options as opts
+    from tommer.runtime.cli import annotate as cli, quality as quality_cli
+    from tommer.runtime.execution import providers
 
     def values(enum):
         return tuple(e.value for e in enum)
 
-    assert values(cli.Decoding) == decoding.STRATEGIES
+    assert values(cli.Decoding) == opts.STRATEGIES
     assert values(cli.Provider) == ("auto", *providers.AUTO_ORDER)
-    assert set(providers.DEFAULT_CHUNK_ROWS) == set(providers.AUTO_ORDER)
+    assert set(opts.DEFAULT_CHUNK_ROWS) == set(opts.DEFAULT_BATCH_TOKENS) == set(providers.AUTO_ORDER)
     assert values(export_cli.DType) == spec.DTYPES and values(export_cli.Quantization) == spec.QUANTIZATIONS
     assert values(export_cli.Target) == spec.TARGETS == bundle.GRAPH_TARGETS
     assert bench_cli.ALL_BACKENDS == backends.ALL_BACKENDS
@@ -118,7 +124,7 @@ def test_cli_choices_are_the_runtimes_constants_and_help_states_every_default():
                 continue  # a plain flag: off unless given
             assert "[default:" in text or "[required]" in text, f"{name}: --help states no default: {text}"
     annotate, export = help_options(cli.app), help_options(export_cli.app)
-    assert f"<{'|'.join(decoding.STRATEGIES)}>" in annotate["--decoding"] and "[default: threshold]" in annotate["--decoding"]
+    assert f"<{'|'.join(opts.STRATEGIES)}>" in annotate["--decoding"] and "[default: threshold]" in annotate["--decoding"]
     assert f"<auto|{'|'.join(providers.AUTO_ORDER)}>" in annotate["--provider"] and "[default: auto]" in annotate["--provider"]
     assert f"<{'|'.join(spec.DTYPES)}>" in export["--dtype"] and "[default: fp32]" in export["--dtype"]
     assert f"<{'|'.join(spec.TARGETS)}>" in export["--target"] and "[default: onnxruntime]" in export["--target"]
@@ -134,7 +140,7 @@ def test_annotating_never_imports_pandas(tiny_bundle, tmp_path):
     pq.write_table(pa.table({"id": [1, 2, 3], "text": ["John lives in Paris.", "", "Mary met Bob in New York."]}),
                    tmp_path / "in.parquet")
     code = LIGHT.replace("{{'onnxruntime', 'torch', 'transformers', 'onnx'}}", "{{'pandas', 'torch', 'transformers'}}")
-    out = subprocess.run([sys.executable, "-c", code.format(entry="tommer.runtime.cli.main", argv=[
+    out = subprocess.run([sys.executable, "-c", code.format(entry="tommer.runtime.cli.annotate.main", argv=[
         "tommer-annotate", str(tmp_path / "in.parquet"), "-m", str(tiny_bundle), "-o", str(tmp_path / "out.parquet"),
         "--provider", "cpu", "--quiet"])], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

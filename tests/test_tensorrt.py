@@ -33,7 +33,9 @@ def test_onnxruntime_graph_has_one_fused_attention_norm_and_rotary_per_block(tin
                                         "RotaryEmbedding": 2 * blocks}
     # attention and rotary read the linear layers' (batch, seq, heads * dim) layout: no head transposes
     assert manifest.graph.rewrites.get("attention_3d") == blocks and ops[("", "Transpose")] == 0
-    assert all(n.attributes["q_num_heads"].value == 4 and n.attributes["kv_num_heads"].value == 2 for n in causal)
+    # fp32: the grouped K/V heads (2) are repeated to the 4 query heads, for CUDA's memory-efficient attention
+    assert manifest.graph.rewrites.get("kv_heads_expanded") == blocks
+    assert all(n.attributes["q_num_heads"].value == 4 and n.attributes["kv_num_heads"].value == 4 for n in causal)
     assert not manifest.graph.tensorrt_ready
     assert [f.name for f in model.functions.values()] == ["SpanBand"]
 

@@ -13,11 +13,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tommer.runtime.annotator import Annotator, Chunk, _select_per_document
-from tommer.runtime.decoding import SELECTORS, decode
-from tommer.runtime.mentions import char_mentions, mentions_array
-from tommer.runtime.pipeline import pipelined
-from tommer.runtime.spans import ChunkText, Hits, band_hits, mentions_column, whitespace_table
+from tommer.runtime.annotator import Annotator
+from tommer.runtime.core.chunk import Chunk
+from tommer.runtime.core.annotator import _select_per_document
+from tommer.runtime.core.decoding import SELECTORS, decode
+from tommer.runtime.core.mentions import char_mentions, mentions_array
+from tommer.runtime.engines.pipeline import pipelined
+from tommer.runtime.core.spans import ChunkText, Hits, band_hits, mentions_column, whitespace_table
 
 HOSTILE = ["a", "b", "Z", "é", "e\u0301", "\u0301", "🙂", "👍🏽", "🇫🇷", "名", " ", "  ", "\t", "\n", "\r\n", "\u00a0",
            "\u2003", "\u3000", "\u200b", "\x1c", "\x85", ".", ",", "-", "word", " Paris", "New York"]
@@ -109,7 +111,7 @@ def test_mention_text_is_cut_from_the_utf8_bytes():
 
 @pytest.mark.parametrize("views", [True, False])
 def test_mention_texts_of_every_size_are_exact(monkeypatch, views):
-    from tommer.runtime import spans
+    from tommer.runtime.core import spans
 
     if not views:  # the byte-gather path of chunks too large for string views
         monkeypatch.setattr(spans, "VIEW_BUFFER_LIMIT", 0)
@@ -140,7 +142,7 @@ def test_annotator_equals_oracle_with_windows_and_batches(tiny_bundle, texts, se
     """End to end through the annotator's stages (windows, length-sorted batches, padding) with a fake graph."""
     from oracle import TableSession, oracle_columns
 
-    from tommer.runtime.session import GraphRunner
+    from tommer.runtime.execution.session import GraphRunner
 
     annotator = Annotator.from_bundle(tiny_bundle, max_tokens=24, window_overlap=8, decoding=strategy,
                                       threshold=0.6, keep_candidates=0.4, batch_tokens=batch_tokens)

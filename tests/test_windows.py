@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tommer.runtime.errors import InputError
-from tommer.runtime.windows import check_window_options, owner_rows, stitch, window_starts
+from tommer.runtime.core.windows import owner_rows, stitch, window_starts
+from tommer.runtime.options import check_window_options
 
 
 @settings(max_examples=300, deadline=None)

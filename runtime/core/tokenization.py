@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from .bundle import Manifest
-from .errors import BundleError
+from ..bundle import Manifest
+from ..errors import BundleError
 
 
 @dataclass(frozen=True)

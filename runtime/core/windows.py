@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import InputError
-
 
 def window_starts(n_tokens: int, max_tokens: int, overlap: int) -> list[int]:
     """Start (content token index) of each window of a document of ``n_tokens`` tokens."""
@@ -29,23 +27,6 @@ def window_starts(n_tokens: int, max_tokens: int, overlap: int) -> list[int]:
     return starts
 
 
-DEFAULT_OVERLAP = 128
-
-
-def default_overlap(max_tokens: int, band_width: int) -> int:
-    """128 tokens, or a quarter of the window when that is smaller, never below ``band_width + 1``."""
-    return max(band_width + 1, min(DEFAULT_OVERLAP, (max_tokens - 1) // 4))
-
-
-def check_window_options(max_tokens: int, overlap: int, band_width: int) -> None:
-    if max_tokens - 1 <= band_width + 1:
-        raise InputError(f"--max-tokens {max_tokens} is too small for this bundle: windows must hold more than "
-                         f"the band width + 1 ({band_width + 1}) tokens after BOS, so --max-tokens >= {band_width + 3}")
-    if overlap < band_width + 1:
-        raise InputError(f"--window-overlap {overlap} is too small: it must be at least the band width + 1 "
-                         f"({band_width + 1}) so that every span fits in a window with its next token")
-    if max_tokens - 1 <= overlap:
-        raise InputError(f"--max-tokens {max_tokens} must exceed --window-overlap {overlap} + 1")
 
 
 def owner_rows(n_tokens: int, starts: list[int], max_tokens: int) -> tuple[np.ndarray, np.ndarray]:

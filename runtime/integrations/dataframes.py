@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import pyarrow as pa
 
-from .chunk import Chunk
-from .columns import RESULT_COLUMNS, column_at, output_schema, resolve_text_column, texts_of
-from .errors import InputError
+from ..core.chunk import Chunk
+from ..core.columns import RESULT_COLUMNS, column_at, output_schema, resolve_text_column, texts_of
+from ..errors import InputError
 
 if TYPE_CHECKING:
-    from .annotator import Annotator
+    from ..core.annotator import Annotator
 
 
 def mentions_batch(annotator: Annotator, texts: list[str | None]) -> dict[str, list]:

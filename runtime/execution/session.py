@@ -12,10 +12,10 @@ import numpy as np
 import onnxruntime as ort
 
 from . import denormals
-from .errors import BundleError, GraphRunError, InputError
+from ..errors import BundleError, GraphRunError, InputError
+from ..options import GPU_PROVIDERS
 from .providers import Settings, candidates, check_loaded, profile
 
-GPU_PROVIDERS = ("cuda", "tensorrt")
 
 # onnxruntime's error types that say the graph itself cannot be loaded (whatever the provider):
 # a damaged or truncated file, a graph or an operator this onnxruntime does not know.

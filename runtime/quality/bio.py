@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import InputError
+from ..errors import InputError
 
 Spans = list[tuple[int, int]]
 SUFFIXES = (".conll", ".bio", ".iob", ".txt")  # gold files read as BIO by tommer-eval

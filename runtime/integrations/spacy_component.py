@@ -25,9 +25,9 @@ from spacy.language import Language
 from spacy.tokens import Doc, SpanGroup
 from spacy.util import minibatch
 
-from .annotator import Annotator
-from .chunk import Chunk
-from .errors import InputError
+from ..core.annotator import Annotator
+from ..core.chunk import Chunk
+from ..errors import InputError
 
 ALIGNMENT_MODES = ("expand", "contract", "strict")
 

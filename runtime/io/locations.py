@@ -55,7 +55,7 @@ class RemotePath:
     def from_url(cls, url: str) -> "RemotePath":
         from fsspec.core import url_to_fs
 
-        from .errors import InputError
+        from ..errors import InputError
 
         try:
             fs, path = url_to_fs(url)

@@ -27,7 +27,7 @@ from functools import lru_cache
 import numpy as np
 import pyarrow as pa
 
-from .errors import InputError
+from ..errors import InputError
 from .mentions import MENTION_TYPE
 
 MAX_CODE_POINT = 0x110000

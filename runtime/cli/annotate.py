@@ -8,20 +8,16 @@ import threading
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Optional
 
 import typer
 
-from .decoding import STRATEGIES
-from .providers import AUTO_ORDER
+from ..execution.providers import AUTO_ORDER
+from ..options import STRATEGIES
+from .common import choices
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None,
                   help="Annotate Parquet or JSON Lines corpora with a tommer bundle: every mention of every document, to Parquet.")
-
-
-def choices(name: str, values: Iterable[str]) -> type[Enum]:
-    """A ``str`` Enum of ``values`` for a Typer option, so the CLI's choices are the runtime's constants."""
-    return Enum(name, {v: v for v in values}, type=str, module=__name__)
 
 
 Decoding = choices("Decoding", STRATEGIES)
@@ -76,35 +72,33 @@ def annotate(
     ray_task_retries: int = typer.Option(3, help="With --engine ray: how many times a block is retried after the actor annotating it was lost (a node went away, out of memory, a crash); past that the job stops with an error instead of retrying without end. Lost actors are always restarted."),
 ) -> None:
     """Find every mention in the texts of SOURCE and write them to Parquet."""
-    from .annotator import AnnotateOptions, Annotator
-    from .errors import Interrupted, TommerError
-    from .parquet_io import annotate_files
-    from .selection import Selection
+    from ..errors import Interrupted, TommerError
+    from ..options import AnnotateOptions, RunOptions
 
+    options = AnnotateOptions(
+        decoding=decoding.value, threshold=threshold, max_tokens=max_tokens, window_overlap=window_overlap,
+        batch_tokens=batch_tokens, keep_candidates=keep_candidates, provider=provider.value, threads=threads,
+        streams=streams, buckets=buckets, io_binding=io_binding, cuda_graphs=cuda_graphs,
+        cache_dir=str(cache_dir) if cache_dir else None)
+    run = RunOptions(text_column=text_column, columns=_columns(columns), chunk_rows=chunk_rows,
+                     host_threads=host_threads, overwrite=overwrite, resume=resume)
     if engine is Engine.ray and (limit is not None or sample is not None):
         typer.echo("error: --limit and --sample work with the local engine only", err=True)
         raise typer.Exit(code=2)
     if engine is Engine.ray:
-        _annotate_ray(model, source, output, text_column, _columns(columns), chunk_rows or 2048, num_workers,
-                      num_cpus_per_worker, num_gpus_per_worker, ray_address, AnnotateOptions(
-                          decoding=decoding.value, threshold=threshold, max_tokens=max_tokens,
-                          window_overlap=window_overlap, batch_tokens=batch_tokens, keep_candidates=keep_candidates,
-                          provider=provider.value, threads=threads, streams=streams, buckets=buckets, io_binding=io_binding,
-                          cuda_graphs=cuda_graphs, cache_dir=str(cache_dir) if cache_dir else None),
-                      resume=resume, overwrite=overwrite, quiet=quiet, task_retries=ray_task_retries)
+        _annotate_ray(model, source, output, run, options, workers=num_workers, cpus=num_cpus_per_worker,
+                      gpus=num_gpus_per_worker, address=ray_address, quiet=quiet, task_retries=ray_task_retries)
         return
+    from ..annotator import Annotator
+    from ..engines.local import annotate_files
+    from ..io.selection import Selection
+
     try:
         with _signals_stop():
-            annotator = Annotator(model, AnnotateOptions(
-                decoding=decoding.value, threshold=threshold, max_tokens=max_tokens, window_overlap=window_overlap,
-                batch_tokens=batch_tokens, keep_candidates=keep_candidates, provider=provider.value, threads=threads,
-                streams=streams, buckets=buckets, io_binding=io_binding, cuda_graphs=cuda_graphs,
-                cache_dir=str(cache_dir) if cache_dir else None))
+            annotator = Annotator(model, options)
             with _progress(quiet, sys.stderr.isatty(), progress_every) as bar:
                 annotator.on_progress = bar and bar.advance
-                summary = annotate_files(annotator, source, output, text_column=text_column,
-                                         columns=_columns(columns), chunk_rows=chunk_rows or None, overwrite=overwrite,
-                                         resume=resume, on_total=bar and bar.set_total, host_threads=host_threads,
+                summary = annotate_files(annotator, source, output, run=run, on_total=bar and bar.set_total,
                                          selection=Selection(limit, sample, seed))
     except TommerError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -112,29 +106,42 @@ def annotate(
     except Interrupted as exc:
         _report_interrupt(exc)
         raise typer.Exit(code=128 + exc.signum) from None
+    streams = annotator.options.streams
+    _print_summary(summary, f"{annotator.provider} ({streams} stream{'s' if streams > 1 else ''})")
+
+
+def _print_summary(summary, where: str) -> None:
+    """The closing lines: what was done, then every output written or kept, and the text column
+    when tommer chose it."""
     s = summary.stats
     resumed = f" (+{summary.resumed_rows} rows finished before the resume)" if summary.resumed_rows else ""
+    padding = f"padding {s.padding_fraction:.1%}, " if s.padded_tokens else ""
+    windowed = f"{s.documents_windowed} documents windowed, " if s.padded_tokens else ""
     typer.echo(
-        f"annotated {summary.files} file(s) ({summary.skipped_files} already done) on {annotator.provider} "
-        f"({annotator.options.streams} stream{'s' if annotator.options.streams > 1 else ''}): "
-        f"{s.rows} rows{resumed}, {s.documents_windowed} documents windowed, {s.tokens} tokens, {s.mentions} mentions, "
-        f"padding {s.padding_fraction:.1%}, {summary.elapsed:.1f} s, {summary.tokens_per_second:,.0f} tokens/s"
+        f"annotated {summary.files} file(s) ({summary.skipped_files} already done) on {where}: "
+        f"{s.rows} rows{resumed}, {windowed}{s.tokens} tokens, {s.mentions} mentions, "
+        f"{padding}{summary.elapsed:.1f} s, {summary.tokens_per_second:,.0f} tokens/s"
     )
+    for path, column in summary.text_columns.items():
+        typer.echo(f"text column: {column!r} of {path} (the only string column; name another with --text-column)")
+    for path in summary.written:
+        typer.echo(f"wrote {path}")
+    for path in summary.kept:
+        typer.echo(f"kept {path} (finished before the resume)")
 
 
-def _annotate_ray(model, source, output, text_column, columns, rows, workers, cpus, gpus, address, options, *,
-                  resume: bool, overwrite: bool, quiet: bool, task_retries: int = 3) -> None:
-    from .errors import InputError, Interrupted, TommerError
-    from .ray_engine import SUCCESS, annotate_files_ray
+def _annotate_ray(model, source, output, run, options, *, workers: int, cpus: float, gpus: float, address,
+                  quiet: bool, task_retries: int = 3) -> None:
+    from ..engines.ray import SUCCESS, annotate_files_ray
+    from ..errors import InputError, Interrupted, TommerError
 
     try:
         if output is None:
             raise InputError("--engine ray needs --output FOLDER (one output folder per input file)")
         with _signals_stop():
-            summary = annotate_files_ray(model, source, output, text_column=text_column, columns=columns,
-                                         rows_per_batch=rows, workers=workers, num_cpus_per_worker=cpus,
-                                         num_gpus_per_worker=gpus, options=options, address=address, resume=resume,
-                                         overwrite=overwrite, quiet=quiet, task_retries=task_retries)
+            summary = annotate_files_ray(model, source, output, run=run, workers=workers, num_cpus_per_worker=cpus,
+                                         num_gpus_per_worker=gpus, options=options, address=address, quiet=quiet,
+                                         task_retries=task_retries)
     except TommerError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None
@@ -142,9 +149,7 @@ def _annotate_ray(model, source, output, text_column, columns, rows, workers, cp
         exc.kept.append(f"{output}: the complete output folders (with {SUCCESS}) are kept")
         _report_interrupt(exc)
         raise typer.Exit(code=128 + exc.signum) from None
-    typer.echo(f"annotated {summary['files']} file(s) ({summary['skipped_files']} already done) on Ray: "
-               f"{summary['rows']} rows, {summary['tokens']} tokens, {summary['mentions']} mentions, "
-               f"{summary['seconds']:.1f} s")
+    _print_summary(summary, "Ray")
 
 
 @contextlib.contextmanager
@@ -154,7 +159,7 @@ def _signals_stop():
     import os
     import signal
 
-    from .errors import Interrupted
+    from ..errors import Interrupted
 
     def handler(signum, frame):
         if stopping:

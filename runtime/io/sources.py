@@ -14,8 +14,8 @@ from typing import IO, Callable, Iterator, Protocol
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import InputError
-from .jsonl_io import JsonLines, jsonl_codec
+from ..errors import InputError
+from .jsonl import JsonLines, jsonl_codec
 from .locations import RemotePath, open_input
 from .selection import chosen_tables
 

@@ -9,8 +9,8 @@ from typing import Any, Optional
 
 import typer
 
-from .bio import SUFFIXES as BIO_SUFFIXES
-from .errors import InputError, TommerError
+from ..quality.bio import SUFFIXES as BIO_SUFFIXES
+from ..errors import InputError, TommerError
 
 eval_app = typer.Typer(add_completion=False, rich_markup_mode=None,
                        help="Score tommer-annotate outputs against gold mentions, or compare two runs.")
@@ -19,7 +19,7 @@ show_app = typer.Typer(add_completion=False, rich_markup_mode=None,
 
 
 def _files(source: str) -> tuple[list[Path], Path | None]:
-    from .parquet_io import resolve_inputs
+    from ..io.inputs import resolve_inputs
 
     return resolve_inputs(source)
 
@@ -146,8 +146,8 @@ def evaluate(
 
 
 def _gold(predictions: str, gold: str, id_column, text_column, gold_column, sweep, plot) -> dict[str, Any]:
-    from . import evaluate as ev
-    from .bio import read_bio
+    from ..quality import evaluate as ev
+    from ..quality.bio import read_bio
 
     per_file, all_pred, all_gold, all_cands, floors = {}, [], [], [], []
     for p_path, g_path in _pairs(predictions, gold):
@@ -265,7 +265,7 @@ def _pr_curve(rows: list[dict], path: Path) -> bool:
 
 
 def _agreement(predictions: str, against: str, id_column, text_column, worst: int) -> dict[str, Any]:
-    from . import evaluate as ev
+    from ..quality import evaluate as ev
 
     firsts, seconds, ids = [], [], []
     required = {id_column: "--id-column"} if id_column else None
@@ -304,7 +304,7 @@ def show(
     """Highlight the mentions of PREDICTIONS in a self-contained HTML page (no network resources)."""
     import random
 
-    from .show import render_page
+    from ..quality.show import render_page
 
     try:
         path = Path(predictions)

@@ -22,7 +22,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import pyarrow as pa
 
-from .errors import InputError
+from ..errors import InputError
 
 
 @dataclass(frozen=True)
@@ -96,9 +96,3 @@ def chosen_tables(tables, choice: int | np.ndarray, skip: int) -> Iterator[pa.Ta
         offset += table.num_rows
         if hi == len(wanted):
             return
-
-
-def output_selection(metadata: dict[bytes, bytes] | None) -> dict[str, int] | None:
-    """The selection recorded in an output's ``tommer`` metadata (None: every row)."""
-    info = json.loads((metadata or {}).get(b"tommer", b"{}"))
-    return info.get("selection")

@@ -20,7 +20,7 @@ from typing import IO, Callable, Iterator
 import pyarrow as pa
 import pyarrow.json as pj
 
-from .errors import InputError
+from ..errors import InputError
 
 BLOCK_BYTES = 4 << 20
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")

@@ -14,8 +14,9 @@ from typing import Callable
 
 import numpy as np
 
+from ..options import STRATEGIES
+
 Spans = tuple[np.ndarray, np.ndarray, np.ndarray]
-STRATEGIES = ("threshold", "greedy", "flat", "nested")
 
 
 def candidates(band: np.ndarray, threshold: float) -> Spans:

@@ -30,15 +30,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .annotator import AnnotateOptions, Annotator, Chunk, check_options
-from .bundle import read_manifest
-from .columns import (append_results, column_at, kept_columns, output_schema, resolve_text_column, root_column,
-                      texts_of)
-from .errors import GraphRunError, InputError, TommerError, collect_and_raise
-from .inputs import resolve_inputs
-from .locations import RemotePath, as_location, atomic_writer, open_input, remove_tree
-from .parquet_io import file_identity, identity_problem, tommer_metadata
-from .session import describe_error
+from ..bundle import read_manifest
+from ..core.annotator import Annotator
+from ..core.chunk import Chunk
+from ..core.columns import append_results, column_at, texts_of
+from ..errors import GraphRunError, InputError, TommerError, collect_and_raise
+from ..execution.session import describe_error
+from ..io.inputs import resolve_inputs
+from ..io.locations import RemotePath, as_location, atomic_writer, remove_tree
+from ..io.parts import part_name
+from ..io.selection import Selection
+from ..options import DEFAULT_RAY_ROWS_PER_BATCH, AnnotateOptions, RunOptions, check_options
+from .inspect import (InputFile, Summary, finished_output_problem, inspect_input, metadata_for, output_record,
+                      run_fingerprint)
 
 try:
     from ray.data import Datasink
@@ -127,12 +131,13 @@ class _Target:
 
 
 def _part(folder, task: int):
-    return folder / f"part-{task:08d}.parquet"
+    return folder / part_name(task)
 
 
 def _mark_complete(target: _Target) -> None:
+    """``_SUCCESS``: the file's ``tommer`` record (options, fingerprint, input identity) and its rows."""
     with atomic_writer(target.folder / SUCCESS) as fh:
-        fh.write(json.dumps({"source": target.source, "rows": target.rows, "input": target.identity}).encode())
+        fh.write(json.dumps({**json.loads(target.schema.metadata[b"tommer"]), "rows": target.rows}).encode())
 
 
 class _Ledger:
@@ -207,12 +212,10 @@ class _PerFileParquet(Datasink):
         collect_and_raise(wrong, TommerError, "the Ray job lost or duplicated rows")
 
 
-def annotate_files_ray(bundle: str | Path, source: str, output: str, *, text_column: str | None = None,
-                       columns: list[str] | None = None, rows_per_batch: int = 2048, workers: int = 1,
-                       num_cpus_per_worker: float = 1.0, num_gpus_per_worker: float = 0.0,
+def annotate_files_ray(bundle: str | Path, source: str, output: str, *, run: RunOptions = RunOptions(),
+                       workers: int = 1, num_cpus_per_worker: float = 1.0, num_gpus_per_worker: float = 0.0,
                        options: AnnotateOptions = AnnotateOptions(), address: str | None = None,
-                       resume: bool = False, overwrite: bool = False, quiet: bool = False,
-                       task_retries: int = 3, actor: type = _AnnotateBlocks) -> dict[str, Any]:
+                       quiet: bool = False, task_retries: int = 3, actor: type = _AnnotateBlocks) -> Summary:
     """Annotate every input file into ``output/<file>/`` (part files + ``_SUCCESS``) in one Ray job.
 
     Inputs: a Parquet file, a folder or a glob, local or a URL, found as the local engine finds
@@ -221,18 +224,19 @@ def annotate_files_ray(bundle: str | Path, source: str, output: str, *, text_col
     ``_SUCCESS``, are kept; the others redone from scratch) or ``overwrite`` (all redone).
     ``quiet``: no progress bars or execution logs from Ray Data. ``task_retries``: how many
     times a block whose actor died is retried before the job fails (see ``annotate_dataset``).
+    ``run.chunk_rows``: rows per actor call [default: ``DEFAULT_RAY_ROWS_PER_BATCH``].
     """
     if task_retries < 0:
         raise InputError(f"--ray-task-retries must be >= 0, found {task_retries}")
-    if overwrite and resume:
-        raise InputError("--overwrite and --resume exclude each other")
-    if rows_per_batch < 1:
-        raise InputError(f"--chunk-rows must be >= 1, found {rows_per_batch}")
+    run.check()
+    run = dataclasses.replace(run, chunk_rows=run.chunk_rows or DEFAULT_RAY_ROWS_PER_BATCH)
+    rows_per_batch = run.chunk_rows
     manifest = read_manifest(Path(bundle))
     options = check_options(manifest, options)
-    plan = _plan(manifest, options, source, output, text_column, columns, resume, overwrite)
-    summary: dict[str, Any] = {"files": len(plan.targets), "skipped_files": plan.skipped, "rows": 0, "tokens": 0,
-                               "mentions": 0, "seconds": 0.0}
+    plan = _plan(manifest, options, source, output, run)
+    summary = Summary(files=len(plan.targets), skipped_files=plan.skipped, kept=plan.kept,
+                      written=[str(t.folder) for t in plan.targets],
+                      text_columns={t.source: plan.text_column for t in plan.targets} if plan.chosen else {})
     if not plan.targets:
         return summary
     ray = _require_ray()
@@ -271,10 +275,10 @@ def annotate_files_ray(bundle: str | Path, source: str, output: str, *, text_col
     finally:
         ray.kill(ledger)
     for counts in sink.totals.values():
-        summary["rows"] += counts[0]
-        summary["tokens"] += counts[1]
-        summary["mentions"] += counts[2]
-    summary["seconds"] = time.perf_counter() - start
+        summary.stats.rows += counts[0]
+        summary.stats.tokens += counts[1]
+        summary.stats.mentions += counts[2]
+    summary.elapsed = time.perf_counter() - start
     return summary
 
 
@@ -315,92 +319,91 @@ def _settings(ray, quiet: bool):
 class _Plan:
     targets: list[_Target]  # the files to annotate
     skipped: int  # complete outputs kept by --resume
+    kept: list[str]  # their folders
     text_column: str
+    chosen: bool  # the text column was not named: the only string column was taken
     keep: list[str]  # input columns carried to the output
     read_columns: list[str]
     filesystem: Any  # for Ray's reader: None (local) or the inputs' fsspec filesystem, wrapped for pyarrow
 
 
-def _plan(manifest, options: AnnotateOptions, source: str, output: str, text_column: str | None,
-          columns: list[str] | None, resume: bool, overwrite: bool) -> _Plan:
+def _plan(manifest, options: AnnotateOptions, source: str, output: str, run: RunOptions) -> _Plan:
     """Find and check every input and its output folder; every problem is reported at once."""
     files, root = resolve_inputs(source, output)
     out = as_location(output)
     out = out if isinstance(out, RemotePath) else Path(os.path.abspath(out))  # Ray workers may run elsewhere
     problems: list[str] = []
     targets: list[_Target] = []
-    skipped = 0
-    first = None  # (file, text column, kept columns, read schema): every file to read must match it
+    kept: list[str] = []
+    first: tuple[InputFile, pa.Schema] | None = None  # every file to read must match the first one
+    fingerprint = run_fingerprint(manifest, options, dataclasses.replace(run, chunk_rows=None), Selection())
+    record = output_record(manifest, options)
     for f in files:
+        folder = out / (f.relative_to(root) if root is not None else f.name)
         try:
-            footer, schema, column, keep, read = _inspect(f, text_column, columns)
+            item, read = _inspect(f, folder, run, options)
         except InputError as exc:
             problems.append(str(exc))
             continue
-        folder = out / (f.relative_to(root) if root is not None else f.name)
         complete = (folder / SUCCESS).is_file()
-        identity = file_identity(f)
-        if folder.exists() and not (resume or overwrite):
+        if folder.exists() and not (run.resume or run.overwrite):
             problems.append(f"{folder} already exists: pass --overwrite to replace it or --resume to keep it" if complete
                             else f"{folder}: an interrupted run left an incomplete output (no {SUCCESS}): pass "
                             "--resume or --overwrite to redo it")
-        elif resume and complete:
-            changed = _changed_since(f, folder, identity)
+        elif run.resume and complete:
+            changed = _changed_since(item, folder, fingerprint)
             problems += [changed] if changed else []
-            skipped += not changed
-        elif first is not None and ((column, keep) != first[1:3] or not read.equals(first[3])):
+            kept += [] if changed else [str(folder)]
+        elif first is not None and ((item.text_column, item.keep) != (first[0].text_column, first[0].keep)
+                                    or not read.equals(first[1])):
             problems.append(f"{f}: --engine ray reads every input as one dataset, so the files must share the text "
-                            f"column and the kept columns with their types; {first[0]} has text column {first[1]!r} "
-                            f"and columns {_describe(first[3])}, this file {column!r} and {_describe(read)}: "
-                            "annotate them separately, or pick the shared columns with --columns")
+                            f"column and the kept columns with their types; {first[0].path} has text column "
+                            f"{first[0].text_column!r} and columns {_describe(first[1])}, this file "
+                            f"{item.text_column!r} and {_describe(read)}: annotate them separately, or pick the "
+                            "shared columns with --columns")
         else:
-            first = first or (f, column, keep, read)
-            metadata = tommer_metadata(manifest, options, source=str(f), text_column=column, selection=None,
-                                       identity=identity)
-            schema_out = output_schema([schema.field(c) for c in keep], options.keep_candidates is not None)
+            first = first or (item, read)
             key = f.path if isinstance(f, RemotePath) else os.path.abspath(f)  # as Ray's path column names it
-            targets.append(_Target(key=key, source=str(f), folder=folder, rows=footer.num_rows,
-                                   schema=schema_out.with_metadata(metadata), identity=identity))
+            targets.append(_Target(key=key, source=str(f), folder=folder, rows=item.rows,
+                                   schema=item.out_schema.with_metadata(metadata_for(item, record, fingerprint)),
+                                   identity=item.identity))
     collect_and_raise(problems, InputError, "cannot annotate")
     filesystem = None
     if targets and isinstance(files[0], RemotePath):
         import pyarrow.fs as pafs
 
         filesystem = pafs.PyFileSystem(pafs.FSSpecHandler(files[0].fs))
-    _, column, keep, read = first or (None, "text", [], pa.schema([]))
-    return _Plan(targets, skipped, column, keep, read.names, filesystem)
+    if first is None:
+        return _Plan(targets, len(kept), kept, "text", False, [], [], filesystem)
+    return _Plan(targets, len(kept), kept, first[0].text_column, first[0].text_column_chosen, first[0].keep,
+                 first[1].names, filesystem)
 
 
-def _inspect(f, text_column: str | None, columns: list[str] | None):
-    """Footer, schema, text column, kept columns and the schema of the columns to read of one input.
+def _inspect(f, folder, run: RunOptions, options: AnnotateOptions) -> tuple[InputFile, pa.Schema]:
+    """One input checked as the local engine checks it (``inspect.inspect_input``), and the schema
+    of the columns Ray reads of it.
 
     Raises:
         InputError: naming the file (not Parquet, unreadable, a column missing or clashing).
     """
     if not f.name.lower().endswith(".parquet"):
         raise InputError(f"{f}: --engine ray reads Parquet only; use the local engine for JSON Lines")
-    try:
-        with open_input(f) as fh:
-            footer = pq.read_metadata(fh)
-    except (pa.ArrowException, OSError) as exc:
-        raise InputError(f"{f}: not a readable Parquet file ({exc})") from None
-    schema = footer.schema.to_arrow_schema()
-    column = resolve_text_column(schema, text_column, str(f))
-    keep = kept_columns(schema, columns, str(f))
-    read = pa.schema([schema.field(c) for c in dict.fromkeys(keep + [root_column(schema, column)])])
+    item = inspect_input(f, folder, run.text_column, run.columns, options.keep_candidates is not None)
+    schema = item.source.schema
+    read = pa.schema([schema.field(c) for c in item.read_columns])
     if PATH_COLUMN in read.names:
         raise InputError(f"{f}: column {PATH_COLUMN!r} clashes with the column --engine ray adds to route each row "
                          "to its file; leave it out with --columns, or use the local engine")
-    return footer, schema, column, keep, read
+    return item, read
 
 
-def _changed_since(f, folder, identity: dict[str, Any]) -> str | None:
-    """Why a complete output cannot be kept by --resume (its input changed since), or None."""
+def _changed_since(item: InputFile, folder, fingerprint: dict[str, Any]) -> str | None:
+    """Why a complete output cannot be kept by --resume (other options, or its input changed), or None."""
     try:
         marker = json.loads((folder / SUCCESS).read_text() or "{}")
     except ValueError as exc:
         return f"{folder / SUCCESS}: unreadable ({exc}); pass --overwrite to redo {folder}"
-    return identity_problem(f, marker.get("input"), identity, f"{folder} was written")
+    return finished_output_problem(folder, item.path, item.identity, fingerprint, marker)
 
 
 def _describe(schema: pa.Schema) -> str:

@@ -7,8 +7,8 @@ import os
 from collections import Counter
 from pathlib import Path, PurePosixPath
 
-from .errors import InputError
-from .jsonl_io import jsonl_stem
+from ..errors import InputError
+from .jsonl import jsonl_stem
 from .locations import RemotePath, as_location
 
 OUTPUT_SUFFIX = ".mentions.parquet"

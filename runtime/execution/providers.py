@@ -15,13 +15,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import InputError
+from ..errors import InputError
 
 ORT_NAMES = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 AUTO_ORDER = ("tensorrt", "cuda", "cpu")
 # rows per chunk (the pool length-sorted batches are cut from): GPU budgets of 65,536 tokens need
 # a large pool to batch texts of like lengths (benchmarks/results/buckets.md)
-DEFAULT_CHUNK_ROWS = {"cpu": 2048, "cuda": 16384, "tensorrt": 16384}
 
 # Which graphs a provider runs well (from the manifest's dtype and quantization): the CPU
 # provider computes fp16 through fp32 and has no bf16 kernels; int8 graphs (MatMulIntegerToFloat) are
@@ -121,37 +120,6 @@ def profile(name: str) -> Profile:
 
 def graph_kind(dtype: str, quantization: str | None) -> str:
     return "int8" if quantization else dtype
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (its CPU affinity where the OS tells it)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-# Automatic CPU streams (batches run at once, each on its own thread) stop here: more streams
-# hold more activations at once for little gain (only measured up to 2 cores).
-MAX_AUTO_CPU_STREAMS = 8
-
-
-def stream_threads(provider: str, threads: int, streams: int) -> tuple[int, int]:
-    """``(streams, intra-op threads)`` for a session on ``provider``; 0 means automatic for both.
-
-    On the CPU, ``threads`` (0: every usable core) are split among ``streams`` batches that
-    run at once on one session (0: one per thread, at most ``MAX_AUTO_CPU_STREAMS``). One
-    thread per batch avoids onnxruntime's per-operator thread hand-offs, which dominate the
-    small operators of a 512-token batch: on the 2-core benchmark machine two streams of one
-    thread ran the whole process 1.24x (int8) and 1.17x (fp32) faster than one stream of two
-    threads, with identical output (``benchmarks/results/streams.md``). GPU providers run one
-    stream (the device is shared), ``threads`` as asked.
-    """
-    if provider != "cpu":
-        return streams or 1, threads
-    total = threads or usable_cores()
-    streams = streams or max(1, min(total, MAX_AUTO_CPU_STREAMS))
-    return streams, (threads if streams == 1 else max(1, total // streams))
 
 
 def candidates(requested: str, available: list[str], kind: str | None = None,
