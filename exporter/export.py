@@ -24,12 +24,13 @@ import torch
 from ..runtime.bundle import (FORMAT_VERSION, MODEL_NAME, TOKENIZER_NAME, BackboneInfo, GraphInfo, HeadInfo, Manifest,
                               TokenizerInfo, atomic_folder, write_manifest)
 from ..runtime.errors import ExportError, collect_and_raise
-from ..runtime.tokenization import BundleTokenizer
+from ..runtime.core.tokenization import BundleTokenizer
 from .backbone import (BackboneSource, TruncatedBackbone, hidden_states_after_block, inspect_backbone,
                        load_truncated_backbone, opening_token)
 from .graph import (TORCH_DTYPES, attach_head, export_backbone, fuse_for_onnxruntime, fused_op_counts, inline_head,
                     quantize_int8, save_model)
-from .head import Head, load_head
+from .head import Head, head_defaults, load_head
+from .hub import alias_target
 from .head_onnx import BandGeometry
 from .reference import dense_span_probs, dense_to_band
 from .spec import DTYPES, QUANTIZATIONS, TARGETS, ExportOptions, ExportSpec
@@ -57,7 +58,7 @@ def check_options(options: ExportOptions) -> None:
         problems.append(f"--quantize {options.quantize} is for CPUs and starts from fp32; found --dtype {options.dtype}")
     if options.max_span_tokens < 1:
         problems.append(f"--max-span-tokens must be >= 1, found {options.max_span_tokens}")
-    if options.layer < 0:
+    if options.layer is not None and options.layer < 0:
         problems.append(f"--layer must be >= 0, found {options.layer}")
     collect_and_raise(problems, ExportError, "invalid export options")
 
@@ -78,7 +79,7 @@ def backbone_mismatch(head: Head, src: BackboneSource) -> str | None:
     """
     wanted = head.config.llm_name
     names = _names(src.source) | _names(str(getattr(src.config, "_name_or_path", "") or ""))
-    if not wanted or _names(wanted) & names:
+    if not wanted or (_names(wanted) | _names(alias_target(wanted) or "")) & names:  # phi-2: microsoft/phi-2
         return None
     return (f"head {head.source} was trained on {wanted!r}, the backbone is {src.source!r} "
             f"({src.model_type}, hidden size {src.hidden_size})")
@@ -95,7 +96,8 @@ def check_compatible(head: Head, src: BackboneSource, layer: int, allow_mismatch
                         f"{src.source} has hidden size {src.hidden_size}: they do not belong together")
     mismatch = backbone_mismatch(head, src) if not problems else None
     if mismatch and not allow_mismatch:
-        problems.append(f"{mismatch}: pass --backbone {head.config.llm_name} (or a local copy of it), or "
+        problems.append(f"{mismatch}: pass --backbone {alias_target(head.config.llm_name) or head.config.llm_name} "
+                        "(or a local copy of it; with no --backbone the head's own is exported), or "
                         "--allow-head-mismatch if this backbone is that model under another name")
     collect_and_raise(problems, ExportError, "head and backbone do not fit")
     return mismatch
@@ -251,6 +253,7 @@ def export_bundle(options: ExportOptions, spec: ExportSpec = ExportSpec(), step:
         raise ExportError(f"output folder {options.output} already exists: pass --overwrite to replace it")
     step(f"loading head {options.head}")
     head = load_head(options.head, options.head_revision, options.token)
+    options = dataclasses.replace(options, **head_defaults(head, options.backbone, options.layer))
     step(f"resolving backbone {options.backbone}")
     src = inspect_backbone(options.backbone, options.layer, options.revision, options.token)
     mismatch = check_compatible(head, src, options.layer, options.allow_head_mismatch)
@@ -260,6 +263,7 @@ def export_bundle(options: ExportOptions, spec: ExportSpec = ExportSpec(), step:
     with atomic_folder(options.output, options.overwrite) as tmp, \
             tempfile.TemporaryDirectory(prefix="tommer-export-") as scratch:
         tok_info = save_tokenizer(src, tmp)
+        head = head.for_tokenizer(has_bos=tok_info.bos_rule == "bos_token")  # settles mask_bos: null
         encodings = BundleTokenizer(tmp / tok_info.file, tok_info.bos_token_id,
                                     tok_info.pad_token_id).encode_batch(list(VALIDATION_TEXTS))
         provider = validation_provider(options.dtype, options.quantize)
