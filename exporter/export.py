@@ -27,12 +27,13 @@ from ..runtime.errors import ExportError, collect_and_raise
 from ..runtime.core.tokenization import BundleTokenizer
 from .backbone import (BackboneSource, TruncatedBackbone, hidden_states_after_block, inspect_backbone,
                        load_truncated_backbone, opening_token)
-from .graph import (TORCH_DTYPES, attach_head, export_backbone, fuse_for_onnxruntime, fused_op_counts, inline_head,
-                    quantize_int8, save_model)
+from .graph import (TORCH_DTYPES, attach_head, cast_keeping_rotary_fp32, export_backbone, fuse_for_onnxruntime,
+                    fused_op_counts, inline_head, quantize_int8, save_model)
 from .head import Head, head_defaults, load_head
 from .hub import alias_target
 from .head_onnx import BandGeometry
 from .reference import dense_span_probs, dense_to_band
+from .rewrites import expand_kv_heads, expands_kv_heads
 from .spec import DTYPES, QUANTIZATIONS, TARGETS, ExportOptions, ExportSpec
 from .texts import VALIDATION_TEXTS
 from .validate import ReferenceSet, estimated_report, validate_graph, validation_provider
@@ -181,7 +182,7 @@ def run_torch_stage(stage: TorchStage) -> TorchStageResult:
     reference = torch_bands(backbone, stage.head, stage.ids, stage.band_width)
     estimate = None
     if stage.estimate:
-        backbone.model.to(TORCH_DTYPES[stage.dtype])
+        cast_keeping_rotary_fp32(backbone.model, TORCH_DTYPES[stage.dtype])  # the graph's fp32 rotary
         estimate = torch_bands(backbone, stage.head, stage.ids, stage.band_width)
     model = export_backbone(backbone, stage.dtype, stage.spec, stage.target)
     del backbone
@@ -281,16 +282,19 @@ def export_bundle(options: ExportOptions, spec: ExportSpec = ExportSpec(), step:
             step(f"int8 linear layers: {counts['MatMulIntegerToFloat']} MatMuls, "
                  f"{counts['quantized_inputs']} activations quantized per row, "
                  f"{counts['rescales_left_out']} output rescales moved to the next quantizer")
+        rewrites = dict(result.rewrites)
+        if expands_kv_heads(options.dtype, options.quantize, options.target) and (n := expand_kv_heads(model)):
+            rewrites["kv_heads_expanded"] = n  # fp32 on CUDA: memory-efficient attention, not S^2 scratch
         fused = fused_op_counts(model)
         step(f"graph for {options.target}: fused operators {fused or 'none'}"
-             + (f"; rewrites: {result.rewrites}" if result.rewrites else ""))
+             + (f"; rewrites: {rewrites}" if rewrites else ""))
         attach_head(model, head, geometry, spec)
         if options.target == "tensorrt":
             trt = _check_for_tensorrt(inline_head(model), step)
         else:
             trt = {"supported": False, "checked": False,
                    "reason": "target onnxruntime: opset-23 fused operators; export with --target tensorrt for TensorRT"}
-        graph_info = GraphInfo(target=options.target, fused_ops=fused, rewrites=result.rewrites, tensorrt=trt)
+        graph_info = GraphInfo(target=options.target, fused_ops=fused, rewrites=rewrites, tensorrt=trt)
         step("saving the graph")
         save_model(model, tmp / MODEL_NAME, spec)
         del model
