@@ -69,15 +69,17 @@ def resolve_snapshot(ref: str, *, revision: str | None, token: str | bool | None
     if is_local(ref):
         return Snapshot(Path(ref).expanduser())
     parts = ref.strip("/").split("/")
-    if len(parts) < 2:
+    if len(parts) < 2 or _looks_like_path(ref):
         raise ExportError(f"{what} {ref!r} is neither an existing folder nor a Hub id of the form owner/name")
     repo_id, sub = "/".join(parts[:2]), "/".join(parts[2:])
     patterns = [f"{sub}/{p}" if sub else p for p in allow_patterns] if allow_patterns else None
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (GatedRepoError, LocalEntryNotFoundError,
+    from huggingface_hub.errors import (GatedRepoError, HFValidationError, LocalEntryNotFoundError,
                                         RepositoryNotFoundError, RevisionNotFoundError)
     try:
         root = Path(snapshot_download(repo_id, revision=revision, token=token, allow_patterns=patterns))
+    except HFValidationError as exc:
+        raise ExportError(f"{what} {ref!r} is neither an existing folder nor a valid Hub id ({exc})") from exc
     except GatedRepoError as exc:
         raise ExportError(f"{what} {repo_id} is gated: accept its licence on the Hub, then {LOGIN_HINT}") from exc
     except RepositoryNotFoundError as exc:
@@ -89,6 +91,10 @@ def resolve_snapshot(ref: str, *, revision: str | None, token: str | bool | None
                              f"(HF_HUB_OFFLINE is honoured): download it once online, or pass a local folder") from exc
     commit = root.name if COMMIT.match(root.name) else None  # snapshots/<commit> in the Hub cache
     return Snapshot(root / sub if sub else root, repo_id=repo_id, revision=commit)
+
+
+def _looks_like_path(ref: str) -> bool:
+    return ref.startswith((".", "/", "~")) or "\\" in ref
 
 
 def resolve_repo_folder(ref: str, *, revision: str | None, token: str | bool | None,
@@ -122,6 +128,9 @@ def canonical_head_id(ref: str) -> str:
     """
     if is_local(ref):
         return ref
+    if _looks_like_path(ref):
+        raise ExportError(f"--head {ref!r}: no such folder (a head folder holds experimaestro.json + "
+                          "model.safetensors, or definition.json + parameters)")
     parts = ref.strip().strip("/").split("/")
     if len(parts) == 1 and HEAD_NAME.match(parts[0]):
         return f"{HEAD_OWNER}/{parts[0]}"

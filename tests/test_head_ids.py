@@ -243,3 +243,11 @@ def test_readme_first_command_needs_no_account():
     rows = {r.id: r for r in hub.offline_published_heads()}
     assert rows[hub.canonical_head_id(head[1])].gated_backbone is False
     assert "tommer-annotate examples/sample.parquet" in first and "--token" not in first
+
+
+def test_a_missing_folder_is_named_as_a_folder(tmp_path):
+    with pytest.raises(ExportError, match=r"--head '\./absent-head': no such folder"):
+        load_head("./absent-head")
+    with pytest.raises(ExportError, match="neither an existing folder nor a Hub id"):
+        hub.resolve_snapshot(str(tmp_path / "absent" / "backbone"), revision=None, token=None, allow_patterns=None,
+                             what="backbone")
