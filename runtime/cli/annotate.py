@@ -14,7 +14,7 @@ import typer
 
 from ..execution.providers import AUTO_ORDER
 from ..options import STRATEGIES
-from .common import choices
+from .common import Command, choices, version_option
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None,
                   help="Annotate Parquet or JSON Lines corpora with a tommer bundle: every mention of every document, to Parquet.")
@@ -35,7 +35,7 @@ def _columns(value: Optional[str]) -> Optional[list[str]]:
     return None if value is None else [c.strip() for c in value.split(",") if c.strip()]
 
 
-@app.command()
+@app.command(cls=Command)
 def annotate(
     source: str = typer.Argument(..., help="A Parquet or JSON Lines file (.jsonl, .ndjson, .json; plain, .gz, .zst or .bz2), a folder of such files (recursive), or a glob; local or a URL (file://, s3://, gs://, hf://datasets/owner/name@revision/..., any fsspec filesystem)."),
     model: Path = typer.Option(..., "--model", "-m", help="Bundle folder made by tommer-export."),
@@ -47,11 +47,11 @@ def annotate(
     keep_candidates: Optional[float] = typer.Option(None, help="Also write a 'candidates' column with every span above this floor, to re-threshold later without the model. [default: off]"),
     max_tokens: Optional[int] = typer.Option(None, help="Tokens per window, BOS included; longer documents are cut into overlapping windows, never truncated. [default: from the bundle]"),
     window_overlap: Optional[int] = typer.Option(None, help="Tokens shared by consecutive windows (at least the band width + 1). [default: 128, or a quarter of --max-tokens when that is smaller, never below the band width + 1]"),
-    batch_tokens: Optional[int] = typer.Option(None, help="Token budget of a batch, padding included. [default: 512 on cpu (fastest measured: activations stay in cache), 65536 on cuda/tensorrt]"),
-    chunk_rows: Optional[int] = typer.Option(None, help="Rows read, sorted by length and written per part (the look-ahead pool the batches are cut from; also the resume granularity). GPU budgets need a large pool: with 2,048 rows and 65,536-token batches only 64% of the tokens fed were real on the benchmark corpus, 92% with 16,384 (benchmarks/results/buckets.md). With --engine ray: rows per actor call. [default: 2048 on cpu, 16384 on cuda/tensorrt; 2048 with --engine ray]"),
+    batch_tokens: Optional[int] = typer.Option(None, help="Token budget of a batch, padding included. Measured figures: the README's Benchmarks. [default: 512 on cpu, 65536 on cuda/tensorrt]"),
+    chunk_rows: Optional[int] = typer.Option(None, help="Rows read, sorted by length and written per part (the look-ahead pool the batches are cut from; also the resume granularity). GPU budgets need a larger pool (the README's Batching). With --engine ray: rows per actor call. [default: 2048 on cpu, 16384 on cuda/tensorrt; 2048 with --engine ray]"),
     provider: Provider = typer.Option(Provider("auto"), help=f"onnxruntime execution provider; auto picks {', then '.join(AUTO_ORDER)} (the first that loads and suits the bundle); a named provider that is missing is an error."),
     threads: int = typer.Option(0, help="CPU threads that run the graph, in all (split among --streams); 0: every usable core. On cuda/tensorrt: the threads of the few nodes left on the CPU (0: onnxruntime's default)."),
-    streams: int = typer.Option(0, help="Batches the graph runs at once (one session, each batch on its own --threads / --streams threads; output unchanged). On the 2-core benchmark machine two streams of one thread ran the whole process 1.24x (int8) and 1.17x (fp32) faster than one stream of two. 0: one per CPU thread (at most 8) on cpu, 1 on cuda/tensorrt."),
+    streams: int = typer.Option(0, help="Batches the graph runs at once (one session, each batch on its own --threads / --streams threads; output unchanged). Measured figures: the README's Streams. 0: one per CPU thread (at most 8) on cpu, 1 on cuda/tensorrt."),
     buckets: Optional[bool] = typer.Option(None, "--buckets/--no-buckets", help="Shape buckets: window lengths rounded up to a ladder of 4 sizes per doubling and fixed rows per size, so the graph sees a small fixed set of shapes (TensorRT profiles, CUDA graphs). [default: on for cuda/tensorrt, off on cpu]"),
     io_binding: bool = typer.Option(True, "--io-binding/--no-io-binding", help="Run through onnxruntime IO binding with buffers made once per batch shape (on CUDA: device buffers, one copy of the band back)."),
     cuda_graphs: bool = typer.Option(False, help="Capture one CUDA graph per bucket shape and replay it (cuda/tensorrt only; needs buckets)."),
@@ -70,6 +70,7 @@ def annotate(
     num_gpus_per_worker: float = typer.Option(0.0, help="With --engine ray: GPUs per actor (> 0 selects the cuda provider)."),
     ray_address: Optional[str] = typer.Option(None, help="With --engine ray: cluster address. [default: a running cluster, else a local one]"),
     ray_task_retries: int = typer.Option(3, help="With --engine ray: how many times a block is retried after the actor annotating it was lost (a node went away, out of memory, a crash); past that the job stops with an error instead of retrying without end. Lost actors are always restarted."),
+    version: Optional[bool] = version_option(),
 ) -> None:
     """Find every mention in the texts of SOURCE and write them to Parquet."""
     from ..errors import Interrupted, TommerError
