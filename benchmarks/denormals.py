@@ -3,7 +3,7 @@
     python benchmarks/denormals.py BUNDLE [BUNDLE ...] [--rounds 4] [--docs 2000]
 
 1. Operators, one intra-op thread on the calling thread, with and without FTZ/DAZ
-   (``runtime/denormals.py``): onnxruntime's ``Attention`` (causal, 8 query and 2 key/value
+   (``runtime/execution/denormals.py``): onnxruntime's ``Attention`` (causal, 8 query and 2 key/value
    heads of 64, the demo backbone's) at a few window shapes, and ``Softmax`` over rows
    with and without a causal mask.
 2. Whole process, Parquet to Parquet (``annotate_files``), one annotator per bundle with
@@ -134,7 +134,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (default: benchmarks/results)")
     args = parser.parse_args()
     if not denormals.supported():
-        raise SystemExit("this platform's floating-point modes cannot be set (runtime/denormals.py): nothing to compare")
+        raise SystemExit("this platform's floating-point modes cannot be set (runtime/execution/denormals.py): nothing to compare")
     ops = operators()
     for row in ops:
         print(f"{row['operator']}: {row['plain_us']:,.0f} -> {row['flushed_us']:,.0f} us (x{row['speedup']:.2f})", flush=True)

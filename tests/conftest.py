@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
 REAL_HEAD = DATA / "heads" / "ToMMeR-Llama-3.2-1B_L6_R64"
 REAL_HEAD_SAFETENSORS = DATA / "heads" / "ToMMeR-Llama-3.2-1B_L6_R64-safetensors"

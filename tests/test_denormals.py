@@ -1,4 +1,4 @@
-"""Denormals flushed to zero on the threads that run the graph on the CPU (runtime/denormals.py)."""
+"""Denormals flushed to zero on the threads that run the graph on the CPU (runtime/execution/denormals.py)."""
 
 from __future__ import annotations
 

@@ -286,16 +286,17 @@ def test_one_span_agreement_implementation():
     import numpy as np
 
     from conftest import REPO
+
     from tommer.exporter import validate
     from tommer.runtime.quality.evaluate import span_agreement
 
     definitions = []
     for folder in ("runtime", "exporter", "benchmarks"):
-        for path in (REPO / folder).glob("*.py"):
+        for path in (REPO / folder).rglob("*.py"):
             tree = ast.parse(path.read_text())
-            definitions += [f"{folder}/{path.name}:{node.name}" for node in ast.walk(tree)
+            definitions += [f"{path.relative_to(REPO)}:{node.name}" for node in ast.walk(tree)
                             if isinstance(node, ast.FunctionDef) and node.name in ("dice", "span_agreement")]
-    assert sorted(definitions) == ["runtime/evaluate.py:dice", "runtime/evaluate.py:span_agreement"]
+    assert sorted(definitions) == ["runtime/quality/evaluate.py:dice", "runtime/quality/evaluate.py:span_agreement"]
     # the exporter decodes bands, then counts with the same function
     band = np.zeros((4, 3), np.float32)
     band[2, 0] = band[3, 1] = 0.9  # spans (2, 2) and (2, 3)

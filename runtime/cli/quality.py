@@ -338,9 +338,9 @@ def show_main() -> None:
 
 
 def module_main(argv: list[str] | None = None) -> None:
-    """``python -m tommer.runtime.quality_cli [eval|show] ARGS``: ``show`` runs tommer-show, else tommer-eval."""
+    """``python -m tommer.runtime.cli.quality [eval|show] ARGS``: ``show`` runs tommer-show, else tommer-eval."""
     args = sys.argv[1:] if argv is None else list(argv)
-    prog = "python -m tommer.runtime.quality_cli"
+    prog = "python -m tommer.runtime.cli.quality"
     if args[:1] == ["show"]:
         show_app(args=args[1:], prog_name=f"{prog} show")
     else:

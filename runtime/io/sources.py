@@ -64,7 +64,7 @@ def is_supported(name: str) -> bool:
 
 
 def open_source(path: Path | RemotePath, limit: int | None = None) -> Source:
-    """The source of one input file, by its name: JSON Lines (scanned: see ``jsonl_io``) or Parquet.
+    """The source of one input file, by its name: JSON Lines (scanned: see ``io/jsonl.py``) or Parquet.
 
     ``limit``: rows that will be read at most (a JSON Lines scan stops there).
     """
