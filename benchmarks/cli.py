@@ -11,10 +11,14 @@ from typing import Any, Optional
 
 import typer
 
+from ..runtime.cli.common import Command, version_option
 from .backends import ALL_BACKENDS, REFERENCE_BACKENDS
 from .machine import machine_summary
 
 DEFAULT_BACKENDS = "reference,reference-naive,onnx-fp32,onnx-int8"
+DEFAULT_OUT = Path("tommer-bench-results")  # ignored by git: never the committed benchmarks/results
+BENCH_FILES = ("bench.json", "bench.md", "bench.png")
+FEED_FILES = ("feed.json", "feed.md")
 app = typer.Typer(add_completion=False, rich_markup_mode=None,
                   help="Measure tommer against the PyTorch reference path on the same texts and weights.")
 
@@ -33,7 +37,7 @@ def read_spans(path: Path) -> list[list[tuple[int, int]]]:
     return [[(m["start"], m["end"]) for m in doc] for doc in pq.read_table(path, columns=["mentions"]).column("mentions").to_pylist()]
 
 
-@app.command()
+@app.command(cls=Command)
 def bench(
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="fp32 bundle (its manifest names the backbone and head the reference loads). [default: none; give it or --demo-model]"),
     int8_model: Optional[Path] = typer.Option(None, help="int8 bundle for onnx-int8. [default: none: onnx-int8 is skipped]"),
@@ -46,8 +50,10 @@ def bench(
     batch_tokens: int = typer.Option(512, help="--batch-tokens of the onnx backends."),
     sweep: str = typer.Option("256,1024,2048,4096,16384", help="Extra --batch-tokens values run once with onnx-fp32 for the throughput-vs-budget plot; '' for none."),
     threads: int = typer.Option(0, help="Threads of every backend (torch and onnxruntime); 0: all cores."),
-    out: Path = typer.Option(Path("benchmarks/results"), help="Folder for bench.json, bench.md and bench.png."),
+    out: Path = typer.Option(DEFAULT_OUT, help="Folder for bench.json, bench.md and bench.png (and work/, the corpus and outputs). Results committed to git there are replaced only with --overwrite (e.g. --out benchmarks/results --overwrite refreshes the README's table)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace results in --out that git tracks (the committed benchmarks/results)."),
     backbone: Optional[str] = typer.Option(None, help="Backbone the PyTorch reference backends load (Hub id or folder). [default: the one the bundle's manifest records]"),
+    version: Optional[bool] = version_option(),
 ) -> None:
     """Run every backend on the same texts, alternating, and write JSON, Markdown and a PNG plot."""
     from tommer.benchmarks.backends import skip_reason
@@ -55,6 +61,7 @@ def bench(
     from tommer.benchmarks.metrics import matmul_peaks
     from tommer.benchmarks.report import markdown_table, write_all
 
+    check_out(out, BENCH_FILES, overwrite)
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
     if demo_model is not None:
@@ -115,6 +122,28 @@ def bench(
     typer.echo(markdown_table(results))
 
 
+def tracked_results(out: Path, names: tuple[str, ...]) -> list[Path]:
+    """The files ``out/<name>`` that exist and that git tracks (committed results); none outside a checkout."""
+    existing = [n for n in names if (out / n).is_file()]
+    if not existing:
+        return []
+    try:
+        proc = subprocess.run(["git", "ls-files", "--", *existing], cwd=out, capture_output=True, text=True)
+    except OSError:  # no git
+        return []
+    tracked = set(proc.stdout.split()) if proc.returncode == 0 else set()
+    return [out / n for n in existing if n in tracked]
+
+
+def check_out(out: Path, names: tuple[str, ...], overwrite: bool) -> None:
+    """Refuse to overwrite committed results in ``out`` unless ``--overwrite``."""
+    tracked = tracked_results(out, names)
+    if tracked and not overwrite:
+        raise typer.BadParameter(f"{out} holds results committed to git ({', '.join(p.name for p in tracked)}), which "
+                                 "this run would overwrite: pass --overwrite to replace them, or another --out "
+                                 f"(default: {DEFAULT_OUT})", param_hint="--out")
+
+
 def check_backbone(backbone: str, bundle: Path) -> None:
     """The reference backends load the backbone: a folder that is not there is a clear error."""
     looks_local = backbone.startswith((".", "/", "~")) or Path(backbone).is_absolute()
@@ -166,10 +195,11 @@ feed_app = typer.Typer(add_completion=False, rich_markup_mode=None,
                        help="Measure the host feed: the whole annotation process with a near-free model, against the raw tokenizer.")
 
 
-@feed_app.command()
+@feed_app.command(cls=Command)
 def feed(
-    work: Path = typer.Option(Path("benchmarks/results/work"), help="Folder for the feed bundle and corpora (built once, reused)."),
-    out: Path = typer.Option(Path("benchmarks/results"), help="Folder for feed.json and feed.md."),
+    work: Path = typer.Option(DEFAULT_OUT / "work", help="Folder for the feed bundle and corpora (built once, reused)."),
+    out: Path = typer.Option(DEFAULT_OUT, help="Folder for feed.json and feed.md. Results committed to git there are replaced only with --overwrite."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace results in --out that git tracks (the committed benchmarks/results)."),
     tokens: int = typer.Option(4_000_000, help="About how many tokens the main corpus holds (log-normal lengths, median ~60 tokens, tail to ~2,000)."),
     memory_tokens: str = typer.Option("1000000,10000000", help="Corpus sizes (tokens, comma-separated) at which peak RSS is measured once each; '' for none."),
     cores: str = typer.Option("0;0,1", help="Core sets to pin each run to with taskset, ';'-separated (e.g. '0;0,1' for 1 then 2 cores); '' runs unpinned."),
@@ -179,9 +209,12 @@ def feed(
     chunk_rows: int = typer.Option(2048, help="--chunk-rows of the annotation (and the tokenizer's chunk size)."),
     host_threads: int = typer.Option(0, help="--host-threads of the annotation (0: automatic)."),
     seed: int = typer.Option(0, help="Seed of the corpus."),
+    version: Optional[bool] = version_option(),
 ) -> None:
     """Run the feed benchmark and write feed.json and feed.md."""
     from .feed import feed_main
+
+    check_out(out, FEED_FILES, overwrite)
 
     result = feed_main(work, out, tokens, [int(x) for x in memory_tokens.split(",") if x.strip()],
                        [c.strip() for c in cores.split(";")] if cores.strip() else [""], repeats, threshold,

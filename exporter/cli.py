@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from ..runtime.cli.common import choices
+from ..runtime.cli.common import Command, choices, version_option
 from ..runtime.errors import TommerError
 from .spec import DTYPES, QUANTIZATIONS, TARGETS
 
@@ -64,7 +64,7 @@ def list_heads() -> None:
     typer.echo(format_heads(rows))
 
 
-@app.command()
+@app.command(cls=Command)
 def export(
     layer: Optional[int] = typer.Option(None, "--layer", help="Backbone block whose output the head reads (0-based); blocks after it are never loaded. Alone, it names the published head llm2ner/ToMMeR-Llama-3.2-1B_L<layer>_R64 (backbone meta-llama/Llama-3.2-1B). [default: the layer the head was trained on]"),
     backbone: Optional[str] = typer.Option(None, help="Hugging Face decoder: Hub id or local folder. [default: the head's own, its llm_name (aliases such as phi-2 or mistral-7b resolved to their Hub ids)]"),
@@ -79,8 +79,10 @@ def export(
     head_revision: Optional[str] = typer.Option(None, help="Head revision on the Hub. [default: main]"),
     token: Optional[str] = typer.Option(None, envvar="HF_TOKEN", help="Hugging Face token for gated or private repos. [default: $HF_TOKEN or the cached login]"),
     overwrite: bool = typer.Option(False, help="Replace the output folder if it exists."),
-    allow_head_mismatch: bool = typer.Option(False, help="Export even when the head's llm_name (the LLM it was trained on) does not name --backbone: for a copy or mirror of that LLM under another name. The mismatch is recorded in the manifest. [default: refuse]"),
+    allow_head_mismatch: bool = typer.Option(False, "--allow-head-mismatch", help="Export even when the head's llm_name (the LLM it was trained on) does not name --backbone: for a copy or mirror of that LLM under another name. The mismatch is recorded in the manifest. Without it, a mismatch is an error."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors and the final summary line."),
+    verbose: bool = typer.Option(False, "--verbose", help="Also show the libraries' warnings, progress bars and log lines (torch, transformers, onnxruntime) and the SHA-256 of the bundle's files. Without it: tommer's stages with their times, and the summary."),
+    version: Optional[bool] = version_option(),
 ) -> None:
     """Export blocks 0..LAYER of BACKBONE and the span HEAD as one ONNX graph, validate it, write a bundle."""
     if list_published:
@@ -90,6 +92,9 @@ def export(
         typer.echo("error: pass --head (a published head, e.g. llm2ner/ToMMeR-pythia-70m_L1_R64, or a local folder; "
                    "tommer-export --list shows them) or --layer N (the published Llama-3.2-1B head at layer N)",
                    err=True)
+        raise typer.Exit(code=2)
+    if quiet and verbose:
+        typer.echo("error: --quiet and --verbose contradict each other: pass one of them", err=True)
         raise typer.Exit(code=2)
     try:
         from ..exporter.export import export_bundle
@@ -109,7 +114,7 @@ def export(
         dtype=dtype.value, quantize=quantize.value if quantize else None, target=target.value,
         max_span_tokens=max_span_tokens,
         revision=revision, head_revision=head_revision, token=token, overwrite=overwrite,
-        allow_head_mismatch=allow_head_mismatch, quiet=quiet,
+        allow_head_mismatch=allow_head_mismatch, quiet=not verbose,  # quiet: the libraries
     )
     start = time.perf_counter()
 
@@ -141,7 +146,7 @@ def export(
         f"{report['max_abs_error']:.2e}, span exact-match {report['exact_match_rate']:.3f}, DICE {report['dice']:.3f} "
         f"over {report['texts']} texts"
     )
-    if not quiet:
+    if verbose:
         typer.echo(json.dumps({"files": manifest.files}, indent=2), err=True)
 
 
