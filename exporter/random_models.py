@@ -46,6 +46,11 @@ TINY_CONFIGS: dict[str, dict] = {
                  rope_theta=250000.0, pad_token_id=None, bos_token_id=None, eos_token_id=None),
 }
 
+# query/key (and fused) projections of every family, drawn with std 1/sqrt(hidden) in the random models
+# (attention logits of order 1): with the default initialisation (std 0.02) attention is almost uniform
+# at small widths and rotary quirks would barely show in the hidden states
+ATTENTION_INPUTS = ("q_proj.weight", "k_proj.weight", "query_key_value.weight", "qkv_proj.weight")
+
 # the special tokens of each family's tokenizer, as published (the tiny tokenizers add none by default,
 # as GPT-NeoX's and Phi's do not: the BOS comes from the reference's add_bos_token=True rule)
 FAMILY_TOKENS: dict[str, dict] = {
@@ -103,6 +108,8 @@ def make_backbone(folder: Path, model_type: str = "llama", num_layers: int = 4, 
                 p.copy_(1.0 + 0.5 * torch.randn_like(p))  # the final norm must matter
             elif name.endswith(".bias"):
                 p.copy_(0.05 * torch.randn_like(p))  # biases are initialised to 0: make them matter too
+            if name.endswith(ATTENTION_INPUTS) and p.ndim == 2:  # peaked attention, whatever the width:
+                p.normal_(0.0, config.hidden_size**-0.5)  # positions (rotary, its scaling, windows) matter
     folder = Path(folder)
     model.save_pretrained(folder)
     # room for added special tokens
