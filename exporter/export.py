@@ -35,8 +35,7 @@ from .head_onnx import BandGeometry
 from .reference import dense_span_probs, dense_to_band
 from .rewrites import expand_kv_heads, expands_kv_heads
 from .spec import DTYPES, QUANTIZATIONS, TARGETS, ExportOptions, ExportSpec
-from .texts import VALIDATION_TEXTS
-from .validate import ReferenceSet, estimated_report, validate_graph, validation_provider
+from .validate import ReferenceSet, estimated_report, validate_graph, validation_encodings, validation_provider
 
 DEFAULT_MAX_TOKENS = 2048  # default window of the annotator, capped by the backbone's positions
 LIBRARIES = ("tommer", "torch", "transformers", "onnx", "onnxscript", "onnx-ir", "onnxruntime", "tokenizers")
@@ -265,8 +264,8 @@ def export_bundle(options: ExportOptions, spec: ExportSpec = ExportSpec(), step:
             tempfile.TemporaryDirectory(prefix="tommer-export-") as scratch:
         tok_info = save_tokenizer(src, tmp)
         head = head.for_tokenizer(has_bos=tok_info.bos_rule == "bos_token")  # settles mask_bos: null
-        encodings = BundleTokenizer(tmp / tok_info.file, tok_info.bos_token_id,
-                                    tok_info.pad_token_id).encode_batch(list(VALIDATION_TEXTS))
+        encodings = validation_encodings(BundleTokenizer(tmp / tok_info.file, tok_info.bos_token_id,
+                                                         tok_info.pad_token_id), tok_info.max_tokens)
         provider = validation_provider(options.dtype, options.quantize)
         stage = TorchStage(src=src, head=head, dtype=options.dtype, ids=[e.ids for e in encodings],
                            band_width=geometry.band_width, estimate=provider is None,

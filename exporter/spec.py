@@ -40,6 +40,9 @@ class ExportSpec:
     # model, span DICE vs fp32 was 0.966 with 127 and 0.948 with 63 (benchmarks/results/int8_kernels.md)
     int8_weight_max: int = 127
     threshold: float = 0.5  # decoding threshold for span-level agreement
+    # validation: texts longer than this (the one near the window) are batched with one short text,
+    # not padded into the batch of all texts
+    long_text_over_tokens: int = 256
 
     def opset_for(self, target: str) -> int:
         return self.tensorrt_opset if target == "tensorrt" else self.opset

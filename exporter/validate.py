@@ -8,12 +8,13 @@ from typing import Any
 
 import numpy as np
 
-from ..runtime.decoding import decode_threshold
+from ..runtime.core.decoding import decode_threshold
 from ..runtime.errors import ParityError, collect_and_raise
-from ..runtime.evaluate import span_agreement
-from ..runtime.session import create_session, run_band
-from ..runtime.tokenization import Encoding, pad_batch
+from ..runtime.quality.evaluate import span_agreement
+from ..runtime.execution.session import create_session, run_band
+from ..runtime.core.tokenization import Encoding, pad_batch
 from .spec import ExportSpec
+from .texts import LONG_VALIDATION_TEXT, VALIDATION_TEXTS
 
 
 @dataclass(frozen=True)
@@ -35,14 +36,54 @@ def agreement(reference: list[np.ndarray], other: list[np.ndarray], threshold: f
     return {**found.figures(), "reference_spans": found.spans_first, "spans": found.spans_second}
 
 
-def _batch_layouts(n: int, trace_shape: tuple[int, int]) -> list[tuple[list[int], int]]:
-    """Batches (text indices, extra padding) that differ from the trace shape and from each other."""
-    everything = list(range(n))
+def validation_encodings(tokenizer: Any, max_tokens: int) -> list[Encoding]:
+    """The validation texts encoded as the runtime does, and the long text cut to the window
+    (``max_tokens``, BOS included), so that the positions up to the window are validated."""
+    encodings = tokenizer.encode_batch([*VALIDATION_TEXTS, LONG_VALIDATION_TEXT])
+    long = encodings[-1]
+    encodings[-1] = Encoding(long.ids[:max_tokens], long.offsets[:max_tokens])
+    return encodings
+
+
+def _batch_layouts(lengths: list[int], trace_shape: tuple[int, int], long_over: int) -> list[tuple[list[int], int]]:
+    """Batches (text indices, extra padding) that differ from the trace shape and from each other.
+
+    Texts longer than ``long_over`` tokens (the one near the window) are not padded into the
+    batch of all texts, whose (batch, heads, n, n) attention scratch on the CPU would grow with
+    it: each goes in a batch with one short text, and alone.
+    """
+    short = [i for i, n in enumerate(lengths) if n <= long_over]
+    long = [i for i, n in enumerate(lengths) if n > long_over]
     return [
-        (everything, 0),  # all at once, padded to the longest
-        (everything[::-1][: max(3, trace_shape[0] + 1)], 5),  # reversed, extra padding
-        *[([i], 0) for i in everything],  # each alone, no padding
+        (short, 0),  # all at once, padded to the longest
+        (short[::-1][: max(3, trace_shape[0] + 1)], 5),  # reversed, extra padding
+        *[([i, short[-1]], 0) for i in long],  # a long text with a short one padded to it
+        *[([i], 0) for i in range(len(lengths))],  # each alone, no padding
     ]
+
+
+def _home(per_layout: list[dict[int, np.ndarray]]) -> dict[int, np.ndarray]:
+    """Each text's band in the first layout holding it (the one batch invariance is measured against)."""
+    home: dict[int, np.ndarray] = {}
+    for layout in per_layout:
+        for i, band in layout.items():
+            home.setdefault(i, band)
+    return home
+
+
+POSITION_BUCKETS = (0, 256, 1024)  # token positions: [0, 256), [256, 1024), [1024, ...)
+
+
+def error_by_position(reference: list[np.ndarray], bands: list[np.ndarray]) -> dict[str, float]:
+    """Max abs error of span probabilities by the end token's position, per bucket that has tokens."""
+    out = {}
+    edges = [*POSITION_BUCKETS, None]
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        errors = [float(np.max(np.abs(b[lo:hi] - r[lo:hi]), initial=0.0)) for b, r in zip(bands, reference)
+                  if len(r) > lo]
+        if errors:
+            out[f"{lo}-{hi - 1}" if hi else f"{lo}+"] = max(errors)
+    return out
 
 
 def run_graph(model_path: Path, refs: ReferenceSet, pad_token_id: int, spec: ExportSpec,
@@ -54,7 +95,8 @@ def run_graph(model_path: Path, refs: ReferenceSet, pad_token_id: int, spec: Exp
     """
     session = create_session(model_path, provider, low_memory=low_memory)
     per_layout, shapes = [], []
-    for members, extra in _batch_layouts(len(refs.encodings), spec.trace_shape):
+    lengths = [len(e) for e in refs.encodings]
+    for members, extra in _batch_layouts(lengths, spec.trace_shape, spec.long_text_over_tokens):
         seqs = [refs.encodings[i].ids for i in members]
         ids, mask = pad_batch(seqs, pad_token_id, max(len(s) for s in seqs) + extra)
         band = run_band(session, ids, mask)
@@ -94,6 +136,8 @@ def estimated_report(refs: ReferenceSet, bands: list[np.ndarray], dtype: str, sp
         "texts": len(refs.encodings),
         "tokens": int(sum(len(e) for e in refs.encodings)),
         "max_abs_error": max(float(np.max(np.abs(b - r), initial=0.0)) for b, r in zip(bands, refs.bands)),
+        "max_abs_error_by_position": error_by_position(refs.bands, bands),
+        "longest_text_tokens": max(len(e) for e in refs.encodings),
         "batch_invariance_max_abs_diff": None,  # measured only when the graph runs (validate it on a GPU)
         "threshold": spec.threshold,
         **found,
@@ -113,17 +157,18 @@ def validate_graph(model_path: Path, refs: ReferenceSet, pad_token_id: int, dtyp
     per_layout, shapes = run_graph(model_path, refs, pad_token_id, spec, provider, low_memory=quantization is None)
     errors = [float(np.max(np.abs(band - refs.bands[i]), initial=0.0))
               for layout in per_layout for i, band in layout.items()]
-    invariance = max(float(np.max(np.abs(band - per_layout[0][i]), initial=0.0))
-                     for layout in per_layout[1:] for i, band in layout.items())
+    home = _home(per_layout)
+    invariance = max(float(np.max(np.abs(band - home[i]), initial=0.0))
+                     for layout in per_layout for i, band in layout.items() if band is not home[i])
     # every text of every layout pooled: a layout of one text holds a handful of spans, so its
     # own DICE is noise (one flipped span of one is 0); span counts are those of the full batch
     worst = agreement([refs.bands[i] for layout in per_layout for i in layout],
                       [band for layout in per_layout for band in layout.values()], spec.threshold)
-    worst.update({k: v for k, v in agreement([refs.bands[i] for i in per_layout[0]], list(per_layout[0].values()),
+    worst.update({k: v for k, v in agreement([refs.bands[i] for i in sorted(home)], [home[i] for i in sorted(home)],
                                              spec.threshold).items() if k.endswith("spans")})
-    # the same texts in other batches against the batch holding them all: spans must not move
-    across = [agreement([per_layout[0][i] for i in layout], list(layout.values()), spec.threshold)
-              for layout in per_layout[1:]]
+    # the same texts in other batches against the first batch holding them: spans must not move
+    across = [agreement([home[i] for i in others], [layout[i] for i in others], spec.threshold)
+              for layout in per_layout if (others := [i for i, band in layout.items() if band is not home[i]])]
     invariant_spans = {"exact_match_rate": min(a["exact_match_rate"] for a in across),
                        "dice": min(a["dice"] for a in across)}
     exact_precision = dtype == "fp32" and quantization is None
@@ -138,6 +183,9 @@ def validate_graph(model_path: Path, refs: ReferenceSet, pad_token_id: int, dtyp
         "tokens": int(sum(len(e) for e in refs.encodings)),
         "batch_shapes": [list(s) for s in shapes],
         "max_abs_error": max(errors),
+        "max_abs_error_by_position": error_by_position(
+            [refs.bands[i] for layout in per_layout for i in layout], [b for layout in per_layout for b in layout.values()]),
+        "longest_text_tokens": max(len(e) for e in refs.encodings),
         "batch_invariance_max_abs_diff": invariance,
         "batch_invariance_exact_match_rate": invariant_spans["exact_match_rate"],
         "batch_invariance_dice": invariant_spans["dice"],

@@ -29,10 +29,10 @@ def export(backbone, head, out, **kw):
                                        output=str(out), **kw))
 
 
-def graph_bands(bundle, texts):
+def graph_bands(bundle, texts, encodings=None):
     manifest = read_manifest(bundle)
     tok = BundleTokenizer.from_bundle(bundle, manifest)
-    encodings = tok.encode_batch(texts)
+    encodings = tok.encode_batch(texts) if encodings is None else encodings
     ids, mask = pad_batch([e.ids for e in encodings], manifest.tokenizer.pad_token_id)
     return run_band(create_session(bundle / "model.onnx"), ids, mask), ids, mask
 
@@ -96,7 +96,7 @@ def test_batch_invariance(tiny_bundle):
         assert not together[b, n:].any()
 
 
-def full_model_bands(backbone_dir, head_dir, texts, bundle, dtype=torch.float32):
+def full_model_bands(backbone_dir, head_dir, texts, bundle, dtype=torch.float32, encodings=None):
     """Each text's band from the FULL model (in ``dtype``) and the reference head maths, independently
     of the exporter's own reference code path."""
     from transformers import AutoModel
@@ -107,7 +107,7 @@ def full_model_bands(backbone_dir, head_dir, texts, bundle, dtype=torch.float32)
     head = load_head(head_dir)
     bands = []
     with torch.no_grad():
-        for e in tok.encode_batch(texts):
+        for e in tok.encode_batch(texts) if encodings is None else encodings:
             out = model(input_ids=torch.from_numpy(e.ids[None]), output_hidden_states=True)
             hidden = out.hidden_states[TINY_LAYER + 1].float().numpy()
             bands.append(reference_band(hidden, np.ones((1, len(e)), np.int64), head, manifest.band_width)[0])
@@ -131,17 +131,20 @@ def independent_dice(first, second):
 @pytest.mark.parametrize("dtype,quantize", [("fp16", None), ("bf16", None), ("fp32", "int8")])
 def test_low_precision_report_is_true(dtype, quantize, tiny_factory, tmp_path):
     """What the manifest says about a lossy export is what an independent measurement finds."""
-    from tommer.exporter.texts import VALIDATION_TEXTS
+    from tommer.exporter.validate import validation_encodings
 
     backbone, head_dir = tiny_factory("llama")
     manifest = export(backbone, head_dir, tmp_path / "b", dtype=dtype, quantize=quantize)
     report = manifest.validation
     assert (manifest.dtype, manifest.quantization) == (dtype, quantize)
-    reference = full_model_bands(backbone, head_dir, list(VALIDATION_TEXTS), tmp_path / "b")
+    # the exporter's texts as it encodes them: the long one cut to the window
+    encodings = validation_encodings(BundleTokenizer.from_bundle(tmp_path / "b", manifest),
+                                     manifest.tokenizer.max_tokens)
+    assert report["longest_text_tokens"] == manifest.tokenizer.max_tokens == len(encodings[-1])
+    reference = full_model_bands(backbone, head_dir, [], tmp_path / "b", encodings=encodings)
     if dtype == "bf16":  # no CPU kernels: the report is the bf16 weights run in PyTorch, and says so
         assert report["graph_run"] is False and report["batch_invariance_max_abs_diff"] is None
-        other = full_model_bands(backbone, head_dir, list(VALIDATION_TEXTS), tmp_path / "b",
-                                 dtype=torch.bfloat16)
+        other = full_model_bands(backbone, head_dir, [], tmp_path / "b", dtype=torch.bfloat16, encodings=encodings)
         import onnx
 
         graph = onnx.load(tmp_path / "b" / "model.onnx")
@@ -151,7 +154,7 @@ def test_low_precision_report_is_true(dtype, quantize, tiny_factory, tmp_path):
         assert report["graph_run"]
         # padding never leaks in; what remains is rounding of GEMMs blocked per shape, at fp16 precision
         assert report["batch_invariance_max_abs_diff"] <= (1e-3 if dtype == "fp16" else 1e-5)
-        band, _, mask = graph_bands(tmp_path / "b", list(VALIDATION_TEXTS))
+        band, _, mask = graph_bands(tmp_path / "b", [], encodings=encodings)
         assert band.dtype == np.float32 and not band[mask == 0].any()
         other = [band[b, : int(mask[b].sum())] for b in range(len(band))]
     expected = independent_dice(span_sets(reference), span_sets(other))
