@@ -14,10 +14,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = {"package": "tommer", "runtime": "tommer.runtime", "exporter": "tommer.exporter",
            "benchmarks": "tommer.benchmarks"}
-BASE = {"errors", "bundle", "options"}
+BASE = {"errors", "bundle", "options", "fields"}
 # layer -> the runtime layers it may import (itself included)
 MAY_IMPORT = {
-    "errors": set(), "bundle": {"errors"}, "options": {"errors", "bundle"},
+    "errors": set(), "bundle": {"errors"}, "options": {"errors", "bundle"}, "fields": {"errors"},
     "execution": BASE | {"execution"},
     "core": BASE | {"core", "execution"},
     "io": BASE | {"io"},

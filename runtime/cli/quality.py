@@ -11,6 +11,7 @@ import typer
 
 from ..quality.bio import SUFFIXES as BIO_SUFFIXES
 from ..errors import InputError, TommerError
+from .common import Command, version_option
 
 eval_app = typer.Typer(add_completion=False, rich_markup_mode=None,
                        help="Score tommer-annotate outputs against gold mentions, or compare two runs.")
@@ -116,7 +117,7 @@ def _table(title: str, report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-@eval_app.command()
+@eval_app.command(cls=Command)
 def evaluate(
     predictions: str = typer.Argument(..., help="tommer-annotate output: a Parquet file or a folder of them."),
     gold: Optional[str] = typer.Option(None, help=f"Gold: Parquet with a span column (same struct as 'mentions'; file or folder with the same relative names), or a CoNLL-style BIO file ({', '.join(BIO_SUFFIXES)}). [default: none]"),
@@ -128,6 +129,7 @@ def evaluate(
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the figures as JSON; its top level holds the micro exact-boundary precision, recall and f1. [default: none]"),
     plot: Optional[Path] = typer.Option(None, help="PNG of the precision-recall curve with --sweep. [default: <predictions>.pr.png]"),
     worst: int = typer.Option(10, help="Rows listed as differing most, with --against."),
+    version: Optional[bool] = version_option(),
 ) -> None:
     """Score PREDICTIONS against --gold (exact and partial boundaries), or compare them with --against."""
     if (gold is None) == (against is None):
@@ -288,45 +290,98 @@ def _agreement(predictions: str, against: str, id_column, text_column, worst: in
     return result
 
 
-@show_app.command()
+@show_app.command(cls=Command)
 def show(
     predictions: str = typer.Argument(..., help="tommer-annotate output (Parquet file)."),
-    output: Path = typer.Option(Path("mentions.html"), "--output", "-o", help="HTML file to write."),
-    rows: int = typer.Option(50, help="How many documents to show (the first ones, unless --sample)."),
-    sample: bool = typer.Option(False, "--sample", help="Pick the documents at random (seeded) instead of the first ones."),
-    seed: int = typer.Option(0, help="Seed of --sample."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="HTML file to write. [default: beside PREDICTIONS, its name ending in .html instead of .parquet]"),
+    rows: Optional[int] = typer.Option(None, help="How many documents to show: the first ones (after --min-mentions/--max-mentions). [default: 50]"),
+    sample: Optional[int] = typer.Option(None, help="Show N documents drawn uniformly at random without replacement (seeded by --seed), in file order, instead of the first --rows; as tommer-annotate --sample N. [default: off]"),
+    seed: int = typer.Option(0, help="Random seed of --sample: the same file and seed show the same documents."),
     min_mentions: int = typer.Option(0, help="Only documents with at least this many mentions."),
     max_mentions: Optional[int] = typer.Option(None, help="Only documents with at most this many mentions. [default: no limit]"),
-    text_column: str = typer.Option("text", help="Column holding the text (the output keeps it unless --columns dropped it)."),
+    text_column: Optional[str] = typer.Option(None, help="Column holding the text; a dotted name reaches a nested field (meta.body). [default: the one tommer-annotate read, recorded in the output; else 'text']"),
     id_column: Optional[str] = typer.Option(None, help="Column shown as the row's name. [default: the row number]"),
     fold_chars: int = typer.Option(1500, help="Fold documents longer than this many characters."),
+    version: Optional[bool] = version_option(),
 ) -> None:
     """Highlight the mentions of PREDICTIONS in a self-contained HTML page (no network resources)."""
-    import random
-
-    from ..quality.show import render_page
+    from ..quality.show import choose_documents, render_page
 
     try:
+        if rows is not None and sample is not None:
+            raise InputError("--rows N shows the first N documents and --sample N draws N at random: pass one of them")
+        for name, value in (("--rows", rows), ("--sample", sample)):
+            if value is not None and value < 1:
+                raise InputError(f"{name} must be at least 1, found {value}")
         path = Path(predictions)
-        data = _read(path, [c for c in (text_column, "mentions", id_column) if c],
-                     {"mentions": "is it a tommer-annotate output?", text_column: "--text-column; annotate without "
-                      "dropping the text", **({id_column: "--id-column"} if id_column else {})})
-        keep = [i for i, m in enumerate(data["mentions"])
-                if len(m or []) >= min_mentions and (max_mentions is None or len(m or []) <= max_mentions)]
-        chosen = sorted(random.Random(seed).sample(keep, min(rows, len(keep)))) if sample else keep[:rows]
-        names = data[id_column] if id_column else list(range(len(data["mentions"])))
+        target = output or default_show_output(path)
+        data, text_column = _read_shown(path, text_column, id_column)
+        counts = [len(m or []) for m in data["mentions"]]
+        chosen, note = choose_documents(counts, 50 if rows is None else rows, sample, seed, min_mentions,
+                                        max_mentions, str(path))
+        if sample is not None and sample > len(chosen):
+            typer.echo(f"note: --sample {sample}: {note}", err=True)
+        names = data[id_column] if id_column else list(range(len(counts)))
+        texts = data["texts"]
         page = render_page(f"tommer mentions: {path.name}",
-                           [(names[i], data[text_column][i], data["mentions"][i] or []) for i in chosen],
-                           note=f"{len(chosen)} of {len(data['mentions'])} documents; hover a highlight for its mentions and scores",
+                           [(names[i], texts[i], data["mentions"][i] or []) for i in chosen],
+                           note=f"{note}; text column {text_column!r}; hover a highlight for its mentions and scores",
                            fold_chars=fold_chars)
         try:
-            output.write_text(page, encoding="utf-8")
+            target.write_text(page, encoding="utf-8")
         except OSError as exc:
-            raise InputError(f"--output {output}: cannot write it ({exc})") from exc
+            raise InputError(f"--output {target}: cannot write it ({exc})") from exc
     except TommerError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None
-    typer.echo(f"wrote {output} ({len(chosen)} documents)")
+    typer.echo(f"wrote {target} ({len(chosen)} documents, {note}; text column {text_column!r})")
+
+
+def default_show_output(path: Path) -> Path:
+    """``tommer-show``'s page beside its input: ``out/a.parquet`` -> ``out/a.html``."""
+    return path.with_name((path.name[: -len(".parquet")] if path.name.endswith(".parquet") else path.name) + ".html")
+
+
+def _read_shown(path: Path, text_column: str | None, id_column: str | None) -> tuple[dict[str, list], str]:
+    """The mentions, texts (``texts``) and ids of a tommer-annotate output, and the text column used.
+
+    The text column is ``text_column``, else the one tommer-annotate recorded in the output, else
+    'text'; a dotted name reaches into a struct column (``meta.body``). A missing one is an error
+    saying whether the output dropped it (``--columns``) or which columns it has.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ..fields import column_at, field_at, root_column, texts_of
+    from ..io.metadata import read_tommer
+
+    try:
+        schema = pq.read_schema(path)
+        recorded = read_tommer(path).get("text_column")
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise InputError(f"{path}: not a readable Parquet file ({exc})") from exc
+    if "mentions" not in schema.names:
+        raise InputError(f"{path}: no 'mentions' column (is it a tommer-annotate output?); its columns: "
+                         f"{', '.join(schema.names)}")
+    if id_column and id_column not in schema.names:
+        raise InputError(f"{path}: no column {id_column!r} (--id-column); its columns: {', '.join(schema.names)}")
+    column = text_column or recorded or "text"
+    if field_at(schema, column) is None:
+        listed = ", ".join(schema.names)
+        if recorded and column == recorded:
+            hint = (f"tommer-annotate read the text from {recorded!r} but did not keep it in the output (--columns): "
+                    f"re-annotate keeping {recorded.split('.')[0]!r} in --columns, "
+                    "or pass --text-column")
+        else:
+            hint = ("pass --text-column with the column holding the text (a dotted name such as meta.body reaches a "
+                    "field inside a struct column)" + (f"; tommer-annotate read {recorded!r}" if recorded else ""))
+        raise InputError(f"{path}: no column {column!r} (--text-column); its columns: {listed}: {hint}")
+    table = pq.read_table(path, columns=list(dict.fromkeys(
+        c for c in ("mentions", root_column(schema, column), id_column) if c)))
+    data = {"mentions": table.column("mentions").to_pylist(), "texts": texts_of(column_at(table, column), str(path), column)}
+    if id_column:
+        data[id_column] = table.column(id_column).to_pylist()
+    return data, column
 
 
 def eval_main() -> None:

@@ -8,63 +8,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ..errors import InputError
+from ..fields import column_at, field_at, is_string_type, is_text_type, root_column, texts_of
 from .mentions import MENTION_TYPE
 from .spans import numeric_array
 
 if TYPE_CHECKING:
     from .chunk import Chunk
 
+__all__ = ["RESULT_COLUMNS", "append_results", "column_at", "field_at", "is_string_type", "kept_columns",
+           "output_schema", "resolve_text_column", "root_column", "texts_of"]
+
 RESULT_COLUMNS = ("mentions", "n_tokens", "candidates")
-
-
-def is_string_type(t: pa.DataType) -> bool:
-    """string, large_string or string_view."""
-    return pa.types.is_string(t) or pa.types.is_large_string(t) or getattr(pa.types, "is_string_view", lambda _: False)(t)
-
-
-def _is_text_type(t: pa.DataType) -> bool:
-    return is_string_type(t) or (pa.types.is_dictionary(t) and is_string_type(t.value_type))
-
-
-def texts_of(column: pa.ChunkedArray | pa.Array, file: str, name: str) -> list[str | None]:
-    """Python strings of a text column (string, large_string, string_view or dictionary of those)."""
-    t = column.type
-    if pa.types.is_dictionary(t) and is_string_type(t.value_type):
-        column = pc.cast(column, t.value_type)
-    elif not is_string_type(t):
-        raise InputError(f"{file}: column {name!r} has type {t}, expected a string column")
-    return column.to_pylist()
-
-
-def field_at(schema: pa.Schema, name: str) -> pa.Field | None:
-    """The column ``name``, or the nested field a dotted ``name`` reaches through structs (``meta.body``)."""
-    if name in schema.names:
-        return schema.field(name)
-    root, *rest = name.split(".")
-    f = schema.field(root) if root in schema.names else None
-    for part in rest:
-        if f is None or not pa.types.is_struct(f.type) or f.type.get_field_index(part) < 0:
-            return None
-        f = f.type.field(part)
-    return f
-
-
-def root_column(schema: pa.Schema, name: str) -> str:
-    """The top-level column holding ``name`` (itself unless it is a dotted path into a struct)."""
-    return name if name in schema.names else name.split(".")[0]
-
-
-def column_at(table: pa.Table, name: str) -> pa.ChunkedArray:
-    """The column ``name``, or the nested field it reaches; a null parent gives a null value."""
-    if name in table.column_names:
-        return table.column(name)
-    root, *rest = name.split(".")
-    return pc.struct_field(table.column(root), rest)
 
 
 def resolve_text_column(schema: pa.Schema, requested: str | None, file: str) -> str:
@@ -76,7 +33,7 @@ def resolve_text_column(schema: pa.Schema, requested: str | None, file: str) -> 
     elif requested and requested != "text":
         raise InputError(f"{file}: no column {requested!r}; columns: {', '.join(names)}")
     else:
-        strings = [f.name for f in schema if _is_text_type(f.type)]
+        strings = [f.name for f in schema if is_text_type(f.type)]
         if "text" in names:
             column = "text"
         elif len(strings) == 1:
@@ -85,7 +42,7 @@ def resolve_text_column(schema: pa.Schema, requested: str | None, file: str) -> 
             raise InputError(f"{file}: no column 'text' and {len(strings)} string columns ({', '.join(strings) or 'none'}); "
                              f"pick one with --text-column (columns: {', '.join(names)})")
     t = field_at(schema, column).type
-    if not _is_text_type(t):
+    if not is_text_type(t):
         raise InputError(f"{file}: column {column!r} has type {t}, expected a string column")
     return column
 
