@@ -19,6 +19,7 @@ from tommer.runtime.annotator import Annotator  # noqa: E402
 from tommer.runtime.errors import GraphRunError, InputError  # noqa: E402
 from tommer.runtime.engines.local import annotate_files  # noqa: E402
 from tommer.runtime.engines.ray import SUCCESS, _AnnotateBlocks, annotate_files_ray  # noqa: E402
+from tommer.runtime.options import AnnotateOptions, RunOptions  # noqa: E402
 
 TEXTS = ["John lives in New York City.", None, "", "Marie Curie won the Nobel Prize in 1903.",
          "The Amazon river flows through Brazil, Peru and Colombia. " * 30]
@@ -63,7 +64,7 @@ def local_outputs(tiny_bundle, corpus, tmp_path_factory):
 @pytest.fixture(scope="module")
 def ray_job(ray_local, tiny_bundle, corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("ray-out") / "out"
-    summary = annotate_files_ray(tiny_bundle, str(corpus), str(out), columns=["id"], rows_per_batch=2, workers=2,
+    summary = annotate_files_ray(tiny_bundle, str(corpus), str(out), run=RunOptions(columns=["id"], chunk_rows=2), workers=2,
                                  num_cpus_per_worker=0.5, options=Annotator.from_bundle(tiny_bundle, **OPTIONS).options,
                                  quiet=True)
     return summary, out
@@ -95,11 +96,12 @@ def assert_same_as_local(out, local_outputs):
 
 def test_ray_engine_equals_local_engine(ray_job, local_outputs):
     summary, out = ray_job
-    assert (summary["files"], summary["skipped_files"]) == (3, 0)
+    assert (summary.files, summary.skipped_files) == (3, 0)
+    assert summary.written == [str(out / name) for name in NAMES]
     tables = [pq.read_table(local_outputs / name) for name in NAMES]
-    assert summary["rows"] == sum(t.num_rows for t in tables) == 3 * len(TEXTS)
-    assert summary["tokens"] == sum(sum(t.column("n_tokens").to_pylist()) for t in tables)
-    assert summary["mentions"] == sum(len(m) for t in tables for m in t.column("mentions").to_pylist()) > 0
+    assert summary.stats.rows == sum(t.num_rows for t in tables) == 3 * len(TEXTS)
+    assert summary.stats.tokens == sum(sum(t.column("n_tokens").to_pylist()) for t in tables)
+    assert summary.stats.mentions == sum(len(m) for t in tables for m in t.column("mentions").to_pylist()) > 0
     assert len(parts(out / "part-1.parquet")) > 1, "small blocks: a file is written by several tasks"
     assert_same_as_local(out, local_outputs)
     meta = json.loads(pq.read_schema(parts(out / "part-0.parquet")[0]).metadata[b"tommer"])
@@ -112,18 +114,18 @@ def test_existing_outputs_are_refused_without_resume_or_overwrite(ray_job, tiny_
     (out / "part-1.parquet" / SUCCESS).unlink()  # as if the job had stopped while writing part-1
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
     with pytest.raises(InputError) as info:
-        annotate_files_ray(tiny_bundle, str(corpus), str(out), columns=["id"])
+        annotate_files_ray(tiny_bundle, str(corpus), str(out), run=RunOptions(columns=["id"]))
     message = str(info.value)
     assert f"{out / 'part-0.parquet'} already exists: pass --overwrite to replace it or --resume to keep it" in message
     assert f"{out / 'part-1.parquet'}: an interrupted run left an incomplete output (no _SUCCESS)" in message
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before, "nothing removed without asking"
     with pytest.raises(InputError, match="--overwrite and --resume exclude each other"):
-        annotate_files_ray(tiny_bundle, str(corpus), str(out), resume=True, overwrite=True)
+        annotate_files_ray(tiny_bundle, str(corpus), str(out), run=RunOptions(resume=True, overwrite=True))
 
 
 def test_columns_are_checked_before_ray_runs(tiny_bundle, corpus, tmp_path):
     with pytest.raises(InputError) as info:
-        annotate_files_ray(tiny_bundle, str(corpus), str(tmp_path / "out"), columns=["id", "nope"])
+        annotate_files_ray(tiny_bundle, str(corpus), str(tmp_path / "out"), run=RunOptions(columns=["id", "nope"]))
     assert f"{corpus / 'part-0.parquet'}: --columns names ['nope'] which the file lacks; columns: id, text" in str(info.value)
     odd = tmp_path / "odd"
     odd.mkdir()
@@ -134,10 +136,10 @@ def test_columns_are_checked_before_ray_runs(tiny_bundle, corpus, tmp_path):
     message = str(info.value)
     assert "a.parquet: input columns ['mentions'] would be overwritten by the output" in message
     with pytest.raises(InputError) as info:
-        annotate_files_ray(tiny_bundle, str(odd), str(tmp_path / "out"), columns=["id", "path"])
+        annotate_files_ray(tiny_bundle, str(odd), str(tmp_path / "out"), run=RunOptions(columns=["id", "path"]))
     assert "a.parquet: column 'path' clashes with the column --engine ray adds" in str(info.value)
     with pytest.raises(InputError) as info:
-        annotate_files_ray(tiny_bundle, str(odd), str(tmp_path / "out"), columns=["id"])
+        annotate_files_ray(tiny_bundle, str(odd), str(tmp_path / "out"), run=RunOptions(columns=["id"]))
     assert "b.parquet: --engine ray reads every input as one dataset" in str(info.value)
     assert "(id: int64, text: string)" in str(info.value) and "(id: string, text: string)" in str(info.value)
     assert not (tmp_path / "out").exists(), "nothing written"
@@ -163,11 +165,10 @@ def test_overwrite_redoes_every_file_exactly_once_when_an_actor_dies(ray_job, ti
     stale = out / "part-0.parquet" / "part-99999999.parquet"
     shutil.copy(parts(out / "part-0.parquet")[0], stale)  # rows that would be duplicated if kept
     marker = tmp_path / "died"
-    summary = annotate_files_ray(tiny_bundle, str(corpus), str(out), columns=["id"], rows_per_batch=2,
-                                 num_cpus_per_worker=0.5, options=Annotator.from_bundle(tiny_bundle, **OPTIONS).options,
-                                 overwrite=True, actor=dying_actor(str(marker), "1-7"))
+    summary = annotate_files_ray(tiny_bundle, str(corpus), str(out), run=RunOptions(columns=["id"], chunk_rows=2, overwrite=True),
+                                 num_cpus_per_worker=0.5, options=Annotator.from_bundle(tiny_bundle, **OPTIONS).options, actor=dying_actor(str(marker), "1-7"))
     assert marker.exists(), "the actor died mid-job"
-    assert (summary["files"], summary["skipped_files"], summary["rows"]) == (3, 0, 3 * len(TEXTS))
+    assert (summary.files, summary.skipped_files, summary.stats.rows) == (3, 0, 3 * len(TEXTS))
     assert not stale.exists(), "--overwrite redoes the whole folder"
     assert_same_as_local(out, local_outputs)
     # part-0 was marked complete while the job went on (the ledger), not at its end
@@ -189,7 +190,9 @@ def test_cli_resume_quiet(ray_local, ray_job, tiny_bundle, corpus, local_outputs
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.startswith("annotated 1 file(s) (2 already done) on Ray: 10 rows, ")
-    assert run.stdout.count("\n") == 1, run.stdout
+    lines = run.stdout.splitlines()
+    assert lines[1:] == [f"wrote {out / 'part-1.parquet'}", f"kept {out / 'part-0.parquet'} (finished before the resume)",
+                         f"kept {out / 'part-2.parquet'} (finished before the resume)"], run.stdout
     assert "Running Dataset" not in run.stderr and "Progress" not in run.stderr and "finished" not in run.stderr
     assert {p.name: p.stat().st_mtime_ns for p in (out / "part-0.parquet").iterdir()} == kept, "finished work kept"
     assert_same_as_local(out, local_outputs)
@@ -198,7 +201,13 @@ def test_cli_resume_quiet(ray_local, ray_job, tiny_bundle, corpus, local_outputs
     shutil.copytree(corpus, changed)
     pq.write_table(pa.table({"id": ["x"], "text": ["changed"]}), changed / "part-0.parquet")
     with pytest.raises(InputError, match=r"part-0.parquet: the input changed since .*was written"):
-        annotate_files_ray(tiny_bundle, str(changed), str(out), columns=["id"], resume=True)
+        annotate_files_ray(tiny_bundle, str(changed), str(out), run=RunOptions(columns=["id"], resume=True),
+                           options=AnnotateOptions(**OPTIONS))
+    # other options than the run that wrote the complete folders: refused, naming the flag and both values
+    with pytest.raises(InputError, match=r"part-0.parquet: cannot resume, the run that wrote it used --threshold 0.5 "
+                                         r"\(now 0.7\)"):
+        annotate_files_ray(tiny_bundle, str(corpus), str(out), run=RunOptions(columns=["id"], resume=True),
+                           options=AnnotateOptions(**OPTIONS, threshold=0.7))
 
 
 def test_quiet_turns_ray_data_progress_off_for_the_job_only(ray_local):
@@ -257,7 +266,7 @@ def test_a_block_that_kills_every_actor_fails_the_job_after_the_retries(ray_loca
 
     out = tmp_path / "out"
     with pytest.raises(GraphRunError) as info:
-        annotate_files_ray(tiny_bundle, str(corpus), str(out), columns=["id"], rows_per_batch=2,
+        annotate_files_ray(tiny_bundle, str(corpus), str(out), run=RunOptions(columns=["id"], chunk_rows=2),
                            num_cpus_per_worker=0.5, options=Annotator.from_bundle(tiny_bundle, **OPTIONS).options,
                            task_retries=1, quiet=True, actor=AlwaysDying)
     assert count.read_text() == "xx", "the block ran once, then was retried once"

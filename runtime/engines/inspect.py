@@ -73,9 +73,15 @@ def run_fingerprint(manifest: Manifest, options: AnnotateOptions, run: RunOption
             "columns": run.columns, "text_column": run.text_column, "selection": selection.fingerprint()}
 
 
+def finished_fingerprint(fingerprint: dict[str, Any]) -> dict[str, Any]:
+    """What a finished output records of the run's fingerprint: all but the chunking, which decides
+    the parts, not the rows (both engines write the same output whatever their chunks)."""
+    return {k: v for k, v in fingerprint.items() if k != "chunk_rows"}
+
+
 def metadata_for(item: InputFile, record: dict[str, Any], fingerprint: dict[str, Any]) -> dict[bytes, bytes]:
     return tommer_metadata(record, source=str(item.path), text_column=item.text_column, selection=item.selection,
-                           identity=item.identity, fingerprint=fingerprint)
+                           identity=item.identity, fingerprint=finished_fingerprint(fingerprint))
 
 
 def finished_output_problem(output: Path | RemotePath, source: Path | RemotePath, identity: dict[str, Any],
@@ -86,11 +92,8 @@ def finished_output_problem(output: Path | RemotePath, source: Path | RemotePath
     ``info``: the output's ``tommer`` record (the local engine reads it from the Parquet
     metadata, the Ray engine from ``_SUCCESS``).
     """
-    saved = info.get("fingerprint")
-    if saved is not None and "chunk_rows" in fingerprint and "chunk_rows" in saved:
-        # the chunking decides parts, not rows: a finished output is the same whatever it was
-        saved = {**saved, "chunk_rows": fingerprint["chunk_rows"]}
-    return (fingerprint_problem(output, saved, fingerprint, "the run that wrote it")
+    return (fingerprint_problem(output, info.get("fingerprint"), finished_fingerprint(fingerprint),
+                                "the run that wrote it")
             or identity_problem(source, info.get("input"), identity, f"{output} was written"))
 
 
