@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ast
+import functools
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -12,7 +15,39 @@ REAL_HEAD = DATA / "heads" / "ToMMeR-Llama-3.2-1B_L6_R64"
 REAL_HEAD_SAFETENSORS = DATA / "heads" / "ToMMeR-Llama-3.2-1B_L6_R64-safetensors"
 GOLDEN = DATA / "fixtures" / "head_golden.npz"
 TESTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "gpt_neox", "phi", "phi3")
+TESTED_ENCODERS = ("bert", "roberta", "modernbert")  # tests/test_encoders.py
 TINY_LAYER = 2
+
+
+# Tests marked `export` need torch (they export a model or load a head with it): the fixtures below
+# and every test in a module that imports torch or the exporter. `pytest -m "not export and not
+# slow"` is the fast loop, and it also runs where torch is not installed: those modules are then
+# not collected at all.
+EXPORT_FIXTURES = {"tiny_factory", "tiny_bundle", "tiny_trt_bundle", "real_head_dir", "real_head_safetensors_dir"}
+TORCH_MODULES = ("torch", "transformers", "tommer.exporter", "tommer.benchmarks")
+
+
+@functools.lru_cache(maxsize=None)
+def _needs_torch(path: Path) -> bool:
+    """Whether a test module imports torch, transformers, the exporter or the benchmarks at module level."""
+    names = []
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.append(node.module)
+    return any(n == m or n.startswith(m + ".") for n in names for m in TORCH_MODULES)
+
+
+HAVE_TORCH = importlib.util.find_spec("torch") is not None
+collect_ignore = [] if HAVE_TORCH else [p.name for p in Path(__file__).parent.glob("test_*.py") if _needs_torch(p)]
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & EXPORT_FIXTURES or _needs_torch(Path(item.fspath)):
+            item.add_marker(pytest.mark.export)
 
 
 def _vendored(path: Path) -> Path:

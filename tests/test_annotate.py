@@ -219,6 +219,7 @@ def kill_corpus(folder, sizes=(700, 500, 900), seed=0):
     return folder
 
 
+@pytest.mark.slow
 def test_repeated_kill_9_then_resume_is_exactly_once(tiny_bundle, tmp_path):
     """kill -9 at random moments, again and again, over a folder of files; --resume equals one clean run."""
     import random
@@ -269,6 +270,7 @@ def test_repeated_kill_9_then_resume_is_exactly_once(tiny_bundle, tmp_path):
     assert skipped.returncode == 0 and "3 already done" in skipped.stdout
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_between_output_rename_and_cleanup(tiny_bundle, tmp_path):
     """The output is renamed into place before its parts folder is removed: a kill in between is harmless."""
     src = corpus(tmp_path)
@@ -373,6 +375,7 @@ def test_cancel_stops_the_graph_run_in_flight(tiny_bundle):
     assert annotator.annotate(TEXTS[:1]) == Annotator.from_bundle(tiny_bundle).annotate(TEXTS[:1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_signal_stops_cleanly_keeps_parts_and_says_how_to_resume(tiny_bundle, tmp_path, signum):
     """Ctrl-C (SIGINT) and SIGTERM: threads stopped in order, parts kept, exit 130/143, resume finishes."""

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.slow  # a local Ray cluster for the module
 
 from tommer.runtime.annotator import Annotator  # noqa: E402
 from tommer.runtime.errors import GraphRunError, InputError  # noqa: E402
