@@ -33,7 +33,9 @@ def plan_batches(lengths: np.ndarray, batch_tokens: int, max_batch_size: int = 1
     longest (at least one, however long it is).
     """
     order = np.argsort(lengths, kind="stable")
-    batches, current, longest = [], [], 0
+    batches: list[np.ndarray] = []
+    current: list[int] = []
+    longest = 0
     for i in order.tolist():
         n = int(lengths[i])
         if current and (max(longest, n) * (len(current) + 1) > batch_tokens or len(current) >= max_batch_size):
@@ -62,7 +64,8 @@ class ShapeBuckets:
     def ladder(cls, max_tokens: int, batch_tokens: int, per_octave: int = 4, smallest: int = 16,
                multiple: int = 8, max_rows: int = 1024) -> "ShapeBuckets":
         """Lengths ``smallest * 2**(k / per_octave)`` rounded up to ``multiple``, up to ``max_tokens``."""
-        lengths, k = [], 0
+        lengths: list[int] = []
+        k = 0
         while True:
             n = int(np.ceil(smallest * 2 ** (k / per_octave) / multiple) * multiple)
             if n >= max_tokens:

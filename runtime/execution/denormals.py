@@ -54,14 +54,21 @@ def _libm() -> ctypes.CDLL | None:
     return libm
 
 
+def _checked_libm() -> ctypes.CDLL:
+    libm = _libm()
+    if libm is None:
+        raise RuntimeError("the floating-point environment cannot be read here (no glibc x86-64 libm)")
+    return libm
+
+
 def _get() -> ctypes.Array:
     env = (ctypes.c_uint32 * _FENV_WORDS)()
-    _libm().fegetenv(env)
+    _checked_libm().fegetenv(env)
     return env
 
 
 def _set(env: ctypes.Array) -> None:
-    _libm().fesetenv(env)
+    _checked_libm().fesetenv(env)
 
 
 def _set_flushing(saved: ctypes.Array) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from . import denormals
+from . import denormals, placement
 from ..errors import BundleError, GraphRunError, InputError
 from ..options import GPU_PROVIDERS
 from .providers import Settings, candidates, check_loaded, profile
@@ -136,6 +136,7 @@ def open_session(model_path: str | Path, provider: str = "auto", threads: int | 
         if intra > 0:
             options.intra_op_num_threads = intra
         options.add_session_config_entry("session.set_denormal_as_zero", "1")  # its intra-op threads: denormals.py
+        placement.configure(options)  # inside placement.observe() (tommer-annotate --check): verbose placement log
         try:
             with denormals.kept():  # the first session of a process would set this thread's modes for good
                 session = ort.InferenceSession(str(model_path), sess_options=options,
@@ -261,8 +262,8 @@ class GraphRunner:
     def _run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         if not self.io_binding:
             return run_band(self.session, input_ids, attention_mask, self._plain_options)
-        shape = tuple(int(d) for d in input_ids.shape)
-        buf = self._buffers_for(shape)
+        rows, width = (int(d) for d in input_ids.shape)
+        buf = self._buffers_for((rows, width))
         binding = buf["binding"]
         if self.device == "cuda":
             buf["ids"].update_inplace(np.ascontiguousarray(input_ids))

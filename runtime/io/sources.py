@@ -35,8 +35,10 @@ class ParquetSource:
 
     def __init__(self, name: str, opener: Callable[[], IO[bytes]] | None = None, path: Path | None = None):
         self.name = name
+        if path is None and opener is None:
+            raise ValueError("ParquetSource needs a path or an opener")
         try:
-            self.file = pq.ParquetFile(path if path is not None else opener())
+            self.file = pq.ParquetFile(path if path is not None else opener())  # type: ignore[misc]
         except (pa.ArrowException, OSError) as exc:
             raise InputError(f"{name}: not a readable Parquet file ({exc})") from exc
         self.schema = self.file.schema_arrow
