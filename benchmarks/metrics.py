@@ -13,16 +13,21 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 
+PLAIN_MLP = ("gpt_neox", "phi")  # up and down projections only (no gate)
+
+
 def backbone_flops(config: dict, lengths: Iterable[int], blocks: int) -> float:
     """Multiply-add FLOPs (2 per MAC) of ``blocks`` decoder blocks over sequences of these lengths.
 
-    Per token and block: q/k/v/o projections 2*d*(2*d + 2*kv), the gated MLP 2*3*d*ff;
+    Per token and block: q/k/v/o projections 2*d*(2*d + 2*kv), the gated MLP 2*3*d*ff (2*2*d*ff for
+    the plain MLP of GPT-NeoX and Phi);
     per sequence of n tokens and block, causal attention scores and values 2*2*d*n(n+1)/2.
     """
     d, ff = config["hidden_size"], config["intermediate_size"]
     heads, kv_heads = config["num_attention_heads"], config.get("num_key_value_heads") or config["num_attention_heads"]
     kv = d // heads * kv_heads
-    per_token = 2 * d * (2 * d + 2 * kv) + 2 * 3 * d * ff
+    mlp_matrices = 2 if config.get("model_type") in PLAIN_MLP else 3
+    per_token = 2 * d * (2 * d + 2 * kv) + 2 * mlp_matrices * d * ff
     total = 0.0
     for n in lengths:
         total += n * per_token + 2 * 2 * d * n * (n + 1) / 2
