@@ -194,6 +194,11 @@ def test_show_renders_in_headless_chromium(tiny_bundle, tmp_path):
     expected = sum(1 for r in rows if r["mentions"])
     assert dom.stdout.count('class="doc"') == len(rows)
     assert dom.stdout.count("<mark") >= expected > 0
+    import re  # the page's script titles every piece from the document's data (#titles: all at load)
+    titled = subprocess.run(["chromium", *flags, "--dump-dom", f"file://{tmp_path / 's.html'}#titles"],
+                            capture_output=True, text=True, timeout=120)
+    marks = re.findall(r"<mark [^>]*>", titled.stdout)
+    assert marks and all(re.search(r'title="[^"]+ \(\d\.\d\d\)', m) for m in marks), marks[:3]
     shot = subprocess.run(["chromium", *flags, "--window-size=1200,1600", f"--screenshot={tmp_path / 'shot.png'}",
                            f"file://{tmp_path / 's.html'}"], capture_output=True, text=True, timeout=120)
     assert shot.returncode == 0 and (tmp_path / "shot.png").stat().st_size > 10_000

@@ -122,17 +122,18 @@ def test_the_hover_is_data_once_per_document_and_the_page_grows_with_the_mention
     assert "title=" not in page.split("<script>")[0], "no per-piece title lists"
     data = re.findall(r'<script type="application/json" class="mentions">(.*?)</script>', page)
     assert len(data) == len(rows) and sum(len(json.loads(d)) for d in data) == n_mentions
-    assert json.loads(data[0])[0] == [0, len("Word0x0"), 0.5, "Word0x0"]
+    assert json.loads(data[0])[0] == [0, len("Word0x0"), 0.5], "offsets and score; the text is cut from the document"
     # the old page: 3.9 MB here (each piece titled with up to 10 covering mentions, and the list in HTML);
-    # now 1.25 MB: about 80 bytes a mention (its JSON and the offsets of the pieces)
-    assert len(page.encode()) < 90 * n_mentions, len(page.encode())
+    # now 0.8 MB: about 50 bytes a mention (its offsets and score, and the offsets of the pieces)
+    assert len(page.encode()) < 60 * n_mentions, len(page.encode())
     assert "<li>" not in page, "the list of mentions is built from the same data"
 
 
 def test_mention_text_cannot_break_out_of_its_script():
     text = "a </script><script>alert(1)</script> b"
     page = render_page("t", [(0, text, mentions_of(text, [(2, 11, 0.9)]))])
-    assert page.count("<script>alert") == 0 and "\\u003c/script\\u003e" in page
+    assert page.count("<script>alert") == 0 and "&lt;/script&gt;&lt;script&gt;alert(1)" in re.sub(r"<[^>]+>", "", page)
+    assert re.search(r'class="mentions">\[\[2,11,0\.9\]\]</script>', page)
 
 
 @pytest.fixture
@@ -169,8 +170,8 @@ def test_the_page_goes_beside_its_input(twenty, tmp_path):
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is installed by .ci/run")
 def test_hover_titles_and_lists_are_built_by_the_browser(tmp_path):
     """Chromium runs the page's script: each piece's title lists its covering mentions, lists are filled."""
-    text = "New York City <b>is</b> big."
-    spans = [(0, 13, 0.9), (0, 8, 0.8), (17, 19, 0.55)]
+    text = "New York City \U0001F642 <b>is</b> big."  # an emoji: 2 UTF-16 units, 1 code point as Python counts
+    spans = [(0, 13, 0.9), (0, 8, 0.8), (19, 21, 0.55)]
     (tmp_path / "s.html").write_text(render_page("t", [(0, text, mentions_of(text, spans)), (1, "none", [])]))
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -184,5 +185,5 @@ def test_hover_titles_and_lists_are_built_by_the_browser(tmp_path):
                       "is": "is (0.55)"}, titles
     items = re.findall(r"<li>(.*?)</li>", dom.stdout)
     assert items == ["New York City <small>[0:13] 0.90</small>", "New York <small>[0:8] 0.80</small>",
-                     "is <small>[17:19] 0.55</small>"], items
+                     "is <small>[19:21] 0.55</small>"], items
     assert "<b>is</b>" not in dom.stdout, "the text stays escaped"

@@ -6,7 +6,8 @@ is cut at every mention boundary: each piece is shaded by how many mentions cove
 are folded. Everything is escaped: a document holding HTML or script shows as text.
 
 The hover is built from data, once per document: the document's mentions are one JSON array
-(``[start, end, score, text]``, in a ``<script type="application/json">``), each piece carries
+(``[start, end, score]``, in a ``<script type="application/json">``; a mention's text is cut from
+the document's, by code points as Python counts them), each piece carries
 only its offsets (``data-a``, ``data-b``), and a small script sets the piece's title (every
 mention covering it, with its score) when the pointer first reaches it. So the page grows with
 the mentions, not with pieces times covering mentions. The list of mentions below each document
@@ -38,7 +39,9 @@ details summary{cursor:pointer;color:#06c}
 SCRIPT = """
 (function(){
 function mentionsOf(el){var d=el.closest('.doc');if(!d)return[];
- if(!d._m){var s=d.querySelector('script.mentions');d._m=s?JSON.parse(s.textContent):[];}return d._m;}
+ if(!d._m){var s=d.querySelector('script.mentions'),x=d.querySelector('.text'),c=Array.from(x?x.textContent:'');
+  d._m=(s?JSON.parse(s.textContent):[]).map(function(m){return[m[0],m[1],m[2],c.slice(m[0],m[1]).join('')];});}
+ return d._m;}
 function titleOf(el){var a=+el.dataset.a,b=+el.dataset.b;
  return mentionsOf(el).filter(function(m){return m[0]<=a&&b<=m[1];})
   .map(function(m){return m[3]+' ('+m[2].toFixed(2)+')';}).join('; ');}
@@ -79,10 +82,9 @@ def _segments(text: str, mentions: Sequence[dict]) -> str:
 
 
 def _data(mentions: Sequence[dict]) -> str:
-    """The document's mentions as a JSON array safe inside ``<script>`` (no ``<``, ``>`` or ``&``)."""
-    rows = [[int(m["start"]), int(m["end"]), round(float(m["score"]), 4), str(m["text"])] for m in mentions]
-    text = json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    """The document's mentions as a JSON array of numbers (safe inside ``<script>``)."""
+    rows = [[int(m["start"]), int(m["end"]), round(float(m["score"]), 3)] for m in mentions]
+    return json.dumps(rows, separators=(",", ":"))  # numbers only: nothing to escape
 
 
 def render_document(row_id: object, text: str | None, mentions: Sequence[dict], fold_chars: int = 1500) -> str:
