@@ -37,7 +37,7 @@ def _columns(value: Optional[str]) -> Optional[list[str]]:
 
 @app.command(cls=Command)
 def annotate(
-    source: str = typer.Argument(..., help="A Parquet or JSON Lines file (.jsonl, .ndjson, .json; plain, .gz, .zst or .bz2), a folder of such files (recursive), or a glob; local or a URL (file://, s3://, gs://, hf://datasets/owner/name@revision/..., any fsspec filesystem)."),
+    source: Optional[str] = typer.Argument(None, help="A Parquet or JSON Lines file (.jsonl, .ndjson, .json; plain, .gz, .zst or .bz2), a folder of such files (recursive), or a glob; local or a URL (file://, s3://, gs://, hf://datasets/owner/name@revision/..., any fsspec filesystem)."),
     model: Path = typer.Option(..., "--model", "-m", help="Bundle folder made by tommer-export."),
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Output file (*.parquet, one input) or folder (one output per input file, same relative names, .parquet); local or a URL. [default: <input>.mentions.parquet beside a single input file]"),
     text_column: Optional[str] = typer.Option(None, help="Column holding the text; a dotted name reaches a nested field (meta.body). [default: 'text'; if absent, the only string column]"),
@@ -71,6 +71,7 @@ def annotate(
     ray_address: Optional[str] = typer.Option(None, help="With --engine ray: cluster address. [default: a running cluster, else a local one]"),
     ray_task_retries: int = typer.Option(3, help="With --engine ray: how many times a block is retried after the actor annotating it was lost (a node went away, out of memory, a crash); past that the job stops with an error instead of retrying without end. Lost actors are always restarted."),
     version: Optional[bool] = version_option(),
+    check: bool = typer.Option(False, "--check", help="Read no input: open the bundle's session as this run would (the same --provider, --threads, --cuda-graphs, ...), run one small batch, and print the provider that loaded, every node not on it (onnxruntime's placement log), the Memcpy nodes, the attention kernel path and whether CUDA graphs are possible. Exits 1 when a node of the model fell back to another provider (or --cuda-graphs cannot work), 2 when the session cannot open."),
 ) -> None:
     """Find every mention in the texts of SOURCE and write them to Parquet."""
     from ..errors import Interrupted, TommerError
@@ -83,6 +84,11 @@ def annotate(
         cache_dir=str(cache_dir) if cache_dir else None)
     run = RunOptions(text_column=text_column, columns=_columns(columns), chunk_rows=chunk_rows,
                      host_threads=host_threads, overwrite=overwrite, resume=resume)
+    if check:
+        raise typer.Exit(code=_check(model, options))
+    if not source:
+        typer.echo("error: Missing argument 'SOURCE' (the inputs to annotate; --check needs none)", err=True)
+        raise typer.Exit(code=2)
     if engine is Engine.ray and (limit is not None or sample is not None):
         typer.echo("error: --limit and --sample work with the local engine only", err=True)
         raise typer.Exit(code=2)
@@ -251,6 +257,40 @@ class _progress:
 def _clock(seconds: float) -> str:
     seconds = int(round(seconds))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def _check(model: Path, options) -> int:
+    """``--check``: where the graph really runs, from onnxruntime's own log (``execution.placement``).
+
+    The session is the one a run opens (``Annotator`` with the same options); one batch of a short
+    and a window-long text runs in it, since the CUDA kernels say which attention path they take
+    when they run. Returns the exit status: 0 passed, 1 a node of the model fell back (or CUDA
+    graphs were asked for and cannot work), 2 the session could not open or run."""
+    from ..annotator import Annotator
+    from ..errors import TommerError
+    from ..execution import placement
+
+    annotator, error = None, None
+    with placement.observe() as seen:
+        try:
+            annotator = Annotator(model, options)
+            long = " ".join(["word"] * max(1, annotator.options.max_tokens))
+            annotator.annotate(["Ada Lovelace met Charles Babbage in London.", long])
+        except TommerError as exc:
+            error = exc
+    typer.echo(f"bundle: {model} (asked for --provider {options.provider})")
+    parsed = placement.parse_log(seen.text)
+    loaded = annotator.provider if annotator is not None else options.provider
+    result = placement.check(parsed, loaded, cuda_graphs=options.cuda_graphs)
+    if annotator is None and not parsed.seen:
+        typer.echo(f"error: {error}", err=True)
+        return 2
+    for line in placement.report_lines(result, on_purpose=len(parsed.on_purpose)):
+        typer.echo(line)
+    if error is not None:
+        typer.echo(f"error: {error}", err=True)
+        return 2
+    return 0 if result.ok else 1
 
 
 def main() -> None:
