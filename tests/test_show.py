@@ -173,6 +173,8 @@ def test_hover_titles_and_lists_are_built_by_the_browser(tmp_path):
     text = "New York City \U0001F642 <b>is</b> big."  # an emoji: 2 UTF-16 units, 1 code point as Python counts
     spans = [(0, 13, 0.9), (0, 8, 0.8), (19, 21, 0.55)]
     (tmp_path / "s.html").write_text(render_page("t", [(0, text, mentions_of(text, spans)), (1, "none", [])]))
+    raw = (tmp_path / "s.html").read_text()
+    assert ' title="' not in raw and "<li>" not in raw, "titles and lists come from the script"
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              f"--user-data-dir={tmp_path / 'profile'}"]
