@@ -15,7 +15,8 @@ from .errors import InputError
 
 def is_string_type(t: pa.DataType) -> bool:
     """string, large_string or string_view."""
-    return pa.types.is_string(t) or pa.types.is_large_string(t) or getattr(pa.types, "is_string_view", lambda _: False)(t)
+    is_view = getattr(pa.types, "is_string_view", lambda _: False)
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or is_view(t)
 
 
 def is_text_type(t: pa.DataType) -> bool:

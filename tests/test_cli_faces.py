@@ -7,10 +7,10 @@ import inspect
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +61,8 @@ def test_help_usage_one_default_per_option_and_no_measured_figures(name):
 
 def test_annotate_usage_names_the_argument():
     out = CliRunner().invoke(_apps()["tommer-annotate"], ["--help"], prog_name="tommer-annotate")
-    assert re.fullmatch(r"Usage: tommer-annotate \[OPTIONS\] (SOURCE|\[SOURCE\]\.\.\.)", out.output.splitlines()[0]), out.output
+    usage = out.output.splitlines()[0]
+    assert re.fullmatch(r"Usage: tommer-annotate \[OPTIONS\] (SOURCE|\[SOURCE\]\.\.\.)", usage), out.output
 
 
 def test_bench_default_out_is_not_tracked_nor_the_committed_results():

@@ -10,9 +10,8 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-from typer.testing import CliRunner
-
 from conftest import TINY_LAYER
+from typer.testing import CliRunner
 
 STAGE = re.compile(r"^\[\s*\d+\.\ds\] \S")
 

@@ -148,9 +148,11 @@ def test_sample_takes_a_number_and_a_seed_as_in_tommer_annotate(twenty, tmp_path
     assert out.returncode == 0, out.stderr
     first = rows(tmp_path / "a.html")
     assert len(first) == 5 and first == sorted(first) and first != [0, 1, 2, 3, 4]
-    assert show(twenty, "--text-column", "meta.body", "--sample", "5", "--seed", "3", "-o", tmp_path / "b.html").returncode == 0
+    assert show(twenty, "--text-column", "meta.body", "--sample", "5", "--seed", "3",
+                "-o", tmp_path / "b.html").returncode == 0
     assert rows(tmp_path / "b.html") == first, "same seed, same documents"
-    assert show(twenty, "--text-column", "meta.body", "--sample", "5", "--seed", "4", "-o", tmp_path / "c.html").returncode == 0
+    assert show(twenty, "--text-column", "meta.body", "--sample", "5", "--seed", "4",
+                "-o", tmp_path / "c.html").returncode == 0
     assert rows(tmp_path / "c.html") != first
     many = show(twenty, "--text-column", "meta.body", "--sample", "50", "-o", tmp_path / "d.html")
     assert many.returncode == 0 and len(rows(tmp_path / "d.html")) == 20 and "only 20" in many.stderr

@@ -5,8 +5,9 @@ constants, ``--version``, and a usage line that names arguments the way the help
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from enum import Enum
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 import typer
 from typer.core import TyperCommand

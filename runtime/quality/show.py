@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import html
 import json
-from typing import Sequence
+from collections.abc import Sequence
 
 # marks sit flush in the text: no padding or margin, so a boundary inside a word shows no gap
 STYLE = """
