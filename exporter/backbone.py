@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ import torch
 from torch import nn
 
 from ..runtime.errors import ExportError
+from .encoders import EncoderForExport, bidirectional_attention_for_export, is_encoder, usable_positions
 from .hub import is_local, resolve_repo_folder
 
 
@@ -54,6 +56,15 @@ FAMILIES: dict[str, Family] = {
                   quirks="one LayerNorm feeding attention and MLP in parallel, partial rotary, biases"),
     "phi3": Family("Phi-3 (phi-4)", "norm",
                    quirks="RMSNorm, fused qkv_proj and gate_up_proj, grouped-query attention"),
+    # encoders (exporter/encoders.py): bidirectional attention with the padding masked, the tokenizer's
+    # own text template ([CLS] x [SEP], <s> x </s>); BERT and RoBERTa have no norm after their last block
+    "bert": Family("BERT", "", blocks="encoder.layer", bos="cls_token",
+                   quirks="post-LayerNorm, GELU, absolute positions, token types, WordPiece [CLS] x [SEP]"),
+    "roberta": Family("RoBERTa", "", blocks="encoder.layer", bos="cls_token",
+                      quirks="BERT blocks, positions from padding_idx + 1, byte-level BPE <s> x </s>"),
+    "modernbert": Family("ModernBERT", "final_norm", bos="cls_token",
+                         quirks="RoPE with two thetas, alternating global and local (sliding-window) attention, "
+                                "pre-norm, GeGLU, final norm"),
 }
 # model_type -> attribute of the base model holding the final norm
 SUPPORTED_ARCHITECTURES: dict[str, str] = {name: family.final_norm for name, family in FAMILIES.items()}
@@ -176,6 +187,8 @@ class BackboneSource:
 
     @property
     def max_positions(self) -> int:
+        if is_encoder(self.model_type):  # RoBERTa: 514 positions, the first two never used
+            return usable_positions(self.config)
         return int(getattr(self.config, "max_position_embeddings", 2048) or 2048)
 
     @property
@@ -238,7 +251,7 @@ def load_truncated_backbone(src: BackboneSource) -> TruncatedBackbone:
     missing = [k for k in info.get("missing_keys", []) if "rotary" not in k]
     if missing:
         raise ExportError(f"backbone {src.source}: weights missing for kept blocks: {sorted(missing)[:8]}")
-    kept = len(getattr(model, FAMILIES[src.model_type].blocks))
+    kept = len(functools.reduce(getattr, FAMILIES[src.model_type].blocks.split("."), model))
     assert kept == layer + 1, f"expected {layer + 1} blocks after truncation, found {kept}"
     return TruncatedBackbone(model=model.eval(), src=src)
 
@@ -247,6 +260,9 @@ def load_truncated_backbone(src: BackboneSource) -> TruncatedBackbone:
 def without_final_norm(model: nn.Module, model_type: str) -> Iterator[nn.Module]:
     """Swap the final norm for an identity, so the output is the residual stream after block L."""
     name = FAMILIES[model_type].final_norm
+    if not name:  # BERT, RoBERTa: the last block's own LayerNorm is part of hidden_states[L + 1]
+        yield model
+        return
     norm = getattr(model, name)
     setattr(model, name, nn.Identity())
     try:
@@ -271,6 +287,8 @@ class BackboneForExport(nn.Module):
         self.model = model
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if is_encoder(self.model.config.model_type):  # bidirectional: the padding is masked in every block
+            return EncoderForExport(self.model)(input_ids, attention_mask)
         batch, seq = input_ids.shape
         positions = torch.arange(seq, device=input_ids.device).unsqueeze(0).expand(batch, seq)
         out = self.model(input_ids=input_ids, position_ids=positions, use_cache=False)
@@ -312,8 +330,14 @@ def causal_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, 
 
 @contextlib.contextmanager
 def causal_attention_for_export(model: nn.Module) -> Iterator[nn.Module]:
-    """Run ``model`` with ``causal_attention`` (see there) while it is traced."""
+    """Run ``model`` with ``causal_attention`` (see there) while it is traced; encoders with
+    ``encoders.bidirectional_attention``."""
     from transformers import AttentionInterface
+
+    if is_encoder(model.config.model_type):
+        with bidirectional_attention_for_export(model):
+            yield model
+        return
 
     if CAUSAL_ATTENTION not in AttentionInterface._global_mapping:
         AttentionInterface.register(CAUSAL_ATTENTION, causal_attention)
@@ -329,4 +353,6 @@ def causal_attention_for_export(model: nn.Module) -> Iterator[nn.Module]:
 def hidden_states_after_block(backbone: TruncatedBackbone, input_ids: torch.Tensor) -> torch.Tensor:
     """Reference hidden states (batch, seq, hidden) after block L, before the final norm."""
     with without_final_norm(backbone.model, backbone.model_type) as model, torch.no_grad():
+        if is_encoder(backbone.model_type):  # transformers' own attention and masks, one unpadded text
+            return model(input_ids=input_ids).last_hidden_state.to(torch.float32)
         return BackboneForExport(model)(input_ids, torch.ones_like(input_ids)).to(torch.float32)

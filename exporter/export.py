@@ -29,6 +29,7 @@ from .backbone import (BackboneSource, TruncatedBackbone, hidden_states_after_bl
                        load_truncated_backbone, opening_token)
 from .graph import (TORCH_DTYPES, attach_head, cast_keeping_rotary_fp32, export_backbone, fuse_for_onnxruntime,
                     fused_op_counts, inline_head, quantize_int8, save_model)
+from .encoders import close_encodings, is_encoder, opens_with_bos, template_tokenizer_info
 from .head import Head, head_defaults, load_head
 from .hub import alias_target
 from .head_onnx import BandGeometry
@@ -112,24 +113,28 @@ def save_tokenizer(src: BackboneSource, folder: Path) -> TokenizerInfo:
         raise ExportError(f"backbone {src.source}: no fast tokenizer (tokenizer.json) available; "
                           "tommer needs one for exact character offsets")
     tok.backend_tokenizer.save(str(folder / TOKENIZER_NAME))
-    opening = opening_token(src.folder, src.model_type, src.source)  # the reference's add_bos_token=True
-    bos = opening.id
-    pad = tok.pad_token_id if tok.pad_token_id is not None else bos
     if len(tok) > src.vocab_size:
         raise ExportError(f"backbone {src.source}: its tokenizer has {len(tok)} tokens but the model embeds only "
                           f"{src.vocab_size}: tokenizer and weights do not belong together")
+    if is_encoder(src.model_type):  # the tokenizer's own template, [CLS] x [SEP] / <s> x </s>
+        return template_tokenizer_info(src.folder, src.source, min(src.max_positions, DEFAULT_MAX_TOKENS),
+                                       TOKENIZER_NAME)
+    opening = opening_token(src.folder, src.model_type, src.source)  # the reference's add_bos_token=True
+    bos = opening.id
+    pad = tok.pad_token_id if tok.pad_token_id is not None else bos
     return TokenizerInfo(file=TOKENIZER_NAME, bos_token_id=int(bos), pad_token_id=int(pad),
                          max_tokens=min(src.max_positions, DEFAULT_MAX_TOKENS), bos_token=opening.token,
                          bos_rule=opening.rule)
 
 
-def torch_bands(backbone: TruncatedBackbone, head: Head, ids: list[np.ndarray], band_width: int) -> list[np.ndarray]:
+def torch_bands(backbone: TruncatedBackbone, head: Head, ids: list[np.ndarray], band_width: int,
+                closing: int = 0, mask_opening: bool = False) -> list[np.ndarray]:
     """Band of each text alone, from the torch backbone in its current dtype and the fp32 head."""
     bands = []
     with torch.no_grad():
         for seq in ids:
             hidden = hidden_states_after_block(backbone, torch.from_numpy(seq).unsqueeze(0))[0]
-            bands.append(dense_to_band(dense_span_probs(hidden, head), band_width).numpy())
+            bands.append(dense_to_band(dense_span_probs(hidden, head, closing, mask_opening), band_width).numpy())
     return bands
 
 
@@ -147,6 +152,8 @@ class TorchStage:
     spec: ExportSpec
     target: str = "onnxruntime"
     quiet: bool = False  # --quiet: the child process silences the libraries too
+    closing: int = 0  # encoders: closing template tokens after each text (never a span's end)
+    mask_opening: bool = False  # encoders: the opening token never starts a span
 
 
 @dataclass(frozen=True)
@@ -178,11 +185,11 @@ def run_torch_stage(stage: TorchStage) -> TorchStageResult:
     if stage.quiet:
         quiet_libraries()
     backbone = load_truncated_backbone(stage.src)
-    reference = torch_bands(backbone, stage.head, stage.ids, stage.band_width)
+    reference = torch_bands(backbone, stage.head, stage.ids, stage.band_width, stage.closing, stage.mask_opening)
     estimate = None
     if stage.estimate:
         cast_keeping_rotary_fp32(backbone.model, TORCH_DTYPES[stage.dtype])  # the graph's fp32 rotary
-        estimate = torch_bands(backbone, stage.head, stage.ids, stage.band_width)
+        estimate = torch_bands(backbone, stage.head, stage.ids, stage.band_width, stage.closing, stage.mask_opening)
     model = export_backbone(backbone, stage.dtype, stage.spec, stage.target)
     del backbone
     rewrites = fuse_for_onnxruntime(model) if stage.target == "onnxruntime" else {}
@@ -263,14 +270,19 @@ def export_bundle(options: ExportOptions, spec: ExportSpec = ExportSpec(), step:
     with atomic_folder(options.output, options.overwrite) as tmp, \
             tempfile.TemporaryDirectory(prefix="tommer-export-") as scratch:
         tok_info = save_tokenizer(src, tmp)
-        head = head.for_tokenizer(has_bos=tok_info.bos_rule == "bos_token")  # settles mask_bos: null
+        has_bos = tok_info.bos_rule == "bos_token" or (tok_info.bos_rule == "template"
+                                                        and opens_with_bos(src.folder, tok_info))
+        head = head.for_tokenizer(has_bos=has_bos)  # settles mask_bos: null
+        if tok_info.template_before is not None:  # encoders: the closing tokens are keys, never span ends
+            geometry = dataclasses.replace(geometry, closing=len(tok_info.after_ids), mask_opening=True)
         encodings = validation_encodings(BundleTokenizer(tmp / tok_info.file, tok_info.bos_token_id,
                                                          tok_info.pad_token_id), tok_info.max_tokens)
+        encodings = close_encodings(encodings, tok_info.after_ids, tok_info.max_tokens)
         provider = validation_provider(options.dtype, options.quantize)
         stage = TorchStage(src=src, head=head, dtype=options.dtype, ids=[e.ids for e in encodings],
                            band_width=geometry.band_width, estimate=provider is None,
                            graph_path=Path(scratch) / "backbone.onnx", spec=spec, target=options.target,
-                           quiet=options.quiet)
+                           quiet=options.quiet, closing=geometry.closing, mask_opening=geometry.mask_opening)
         isolate = src.weight_bytes > spec.isolate_torch_over_bytes
         step(f"loading blocks 0..{options.layer}, computing the reference, exporting in {options.dtype}"
              f"{' (in a child process)' if isolate else ''}")

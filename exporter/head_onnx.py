@@ -18,6 +18,7 @@ import onnx
 import onnxscript
 
 from ..runtime.bundle import HEAD_DOMAIN
+from ..runtime.errors import ExportError
 from .head import Head
 
 HEAD_OPSET = onnxscript.values.Opset(HEAD_DOMAIN, 1)
@@ -31,19 +32,28 @@ class BandGeometry:
 
     band_width: int  # offsets o = 0..band_width-1 (span lengths 1..band_width)
     lookahead: int  # key columns past the end token a non-causal head reads (0 if causal)
+    closing: int = 0  # template tokens after the text ([SEP], </s>): keys and f5 probes, never a span's end
+    mask_opening: bool = False  # the opening token is a template token ([CLS], <s>): never a span start
 
     @property
     def columns(self) -> int:
         return self.lookahead + self.band_width
 
     @classmethod
-    def for_head(cls, head: Head, max_span_tokens: int) -> "BandGeometry":
+    def for_head(cls, head: Head, max_span_tokens: int, closing: int = 0, mask_opening: bool = False) -> "BandGeometry":
+        """Raises ExportError for a non-causal head without a window: its running min/max reads every
+        later key of the text, which no band of fixed width holds."""
         cfg = head.config
+        if not cfg.causal and cfg.sliding_window <= 0:
+            raise ExportError(f"head {head.source}: non-causal with no sliding window: f2/f3 read every key of "
+                              "the text after the span start, which a band of fixed width cannot hold; "
+                              "expected a non-causal head with sliding_window > 0 (or a causal head)")
         if cfg.sliding_window > 0:
             width = cfg.sliding_window + 1
         else:
             width = max_span_tokens
-        return cls(band_width=width, lookahead=0 if cfg.causal else cfg.sliding_window)
+        return cls(band_width=width, lookahead=0 if cfg.causal else cfg.sliding_window, closing=closing,
+                   mask_opening=mask_opening)
 
 
 def triangular_mask(geometry: BandGeometry) -> np.ndarray:
@@ -63,7 +73,8 @@ def make_span_band_function(geometry: BandGeometry, use_cosine: bool, scale: flo
     tri_values = triangular_mask(geometry)
     eps = 1e-12
     cosine = bool(use_cosine)
-    bos = bool(mask_bos)
+    bos = bool(mask_bos) or geometry.mask_opening
+    closing = geometry.closing
 
     @onnxscript.script(HEAD_OPSET, default_opset=op)
     def SpanBand(hidden_states, attention_mask, w_q, w_k, w_fc, b_fc, cl_w):
@@ -90,7 +101,13 @@ def make_span_band_function(geometry: BandGeometry, use_cosine: bool, scale: flo
                               op.Constant(value_ints=[-1]), keepdims=0)  # (B, n, C)
         pads_m = op.Constant(value_ints=[0, pad_left, 0, lookahead])
         key_real = op.Gather(op.Pad(mask, pads_m), idx, axis=1)  # (B, n, C)
-        valid = op.Mul(key_real, op.Unsqueeze(mask, op.Constant(value_ints=[2])))  # (B, n, C)
+        if closing:  # an end token must have the closing tokens after it inside the text
+            end_real = op.Slice(op.Pad(mask, op.Constant(value_ints=[0, 0, 0, closing])),
+                                op.Constant(value_ints=[closing]), op.Add(n, op.Constant(value_ints=[closing])),
+                                op.Constant(value_ints=[1]))  # mask[i + closing], 0 past the end
+        else:
+            end_real = mask
+        valid = op.Mul(key_real, op.Unsqueeze(end_real, op.Constant(value_ints=[2])))  # (B, n, C)
         if bos:
             not_bos = op.Cast(op.Not(op.Equal(idx, op.Constant(value_int=pad_left))), to=onnx.TensorProto.FLOAT)
             valid = op.Mul(valid, not_bos)

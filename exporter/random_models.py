@@ -98,6 +98,12 @@ def make_backbone(folder: Path, model_type: str = "llama", num_layers: int = 4, 
     """Save a random ``model_type`` base model with non-trivial norm weights, and a tokenizer."""
     from transformers import AutoConfig, AutoModel
 
+    from .random_encoders import TINY_ENCODER_CONFIGS, make_encoder_backbone
+
+    if model_type in TINY_ENCODER_CONFIGS:  # BERT, RoBERTa, ModernBERT: tokenizers with their text templates
+        return make_encoder_backbone(folder, model_type, num_layers, seed, vocab_size, tokenizer_texts or CORPUS * 4,
+                                     **overrides)
+
     torch.manual_seed(seed)
     fields = {"max_position_embeddings": 512, **TINY_CONFIGS.get(model_type, {}), **overrides}
     config = AutoConfig.for_model(model_type, num_hidden_layers=num_layers, vocab_size=vocab_size, **fields)

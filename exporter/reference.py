@@ -16,8 +16,9 @@ import torch.nn.functional as F
 from .head import Head, HeadConfig
 
 
-def valid_pairs(n: int, config: HeadConfig) -> torch.Tensor:
-    """Boolean (n, n) mask of valid (end i, start j) pairs."""
+def valid_pairs(n: int, config: HeadConfig, mask_opening: bool = False) -> torch.Tensor:
+    """Boolean (n, n) mask of valid (end i, start j) pairs (the reference's ``masks.create_mask``;
+    ``mask_opening``: position 0 is a template token and never starts a span, whatever mask_bos)."""
     i = torch.arange(n).unsqueeze(1)
     j = torch.arange(n).unsqueeze(0)
     window = config.sliding_window
@@ -25,9 +26,11 @@ def valid_pairs(n: int, config: HeadConfig) -> torch.Tensor:
         valid = j <= i
         if window > 0:
             valid &= (i - j) <= window
-    else:
+    elif window > 0:
         valid = (i - j).abs() <= window
-    if config.mask_bos:
+    else:  # non-causal, no window: every pair (the reference's "no mask")
+        valid = torch.ones(n, n, dtype=torch.bool)
+    if config.mask_bos or mask_opening:
         valid &= j != 0
     return valid
 
@@ -39,8 +42,13 @@ def _pool_right_strict(a: torch.Tensor, sign: float) -> torch.Tensor:
     return sign * pooled.squeeze(0)
 
 
-def dense_span_probs_batched(hidden: torch.Tensor, attention_mask: torch.Tensor, head: Head) -> torch.Tensor:
+def dense_span_probs_batched(hidden: torch.Tensor, attention_mask: torch.Tensor, head: Head, closing: int = 0,
+                             mask_opening: bool = False) -> torch.Tensor:
     """Span probabilities of a right-padded batch, each text as if alone (the spec's padding rule).
+
+    Encoders (``closing`` template tokens after each text, ``mask_opening``): the reference
+    scores the closing tokens as keys and as f5's next token; no span may end on them (nor
+    start on the opening token), since they have no characters.
 
     Args:
         hidden: (batch, n, d) hidden states (BOS first in every row).
@@ -59,8 +67,12 @@ def dense_span_probs_batched(hidden: torch.Tensor, attention_mask: torch.Tensor,
     if cfg.use_cosine:
         q, k = F.normalize(q, dim=-1, eps=1e-12), F.normalize(k, dim=-1, eps=1e-12)
     scores = cfg.scale * (q @ k.transpose(1, 2))  # (batch, n, n)
-    valid = valid_pairs(n, cfg).unsqueeze(0) & real.unsqueeze(2) & real.unsqueeze(1)
-    a0 = scores.masked_fill(~valid, 0.0)  # (batch, n, n)
+    valid = valid_pairs(n, cfg, mask_opening).unsqueeze(0) & real.unsqueeze(2) & real.unsqueeze(1)
+    a0_valid = valid
+    if closing:
+        end_real = F.pad(real[:, closing:], (0, closing), value=False)[:, :n]  # (batch, n)
+        valid = valid & end_real.unsqueeze(2)
+    a0 = scores.masked_fill(~a0_valid, 0.0)  # (batch, n, n): closing tokens are keys too
     end = (hidden @ head.w_fc.T + head.b_fc).squeeze(-1)  # (batch, n)
     nxt = F.pad(end[:, 1:] * real[:, 1:], (0, 1), value=0.0)  # e_{i+1}, 0 past the text
     end2d, next2d = end.unsqueeze(-1).expand(-1, -1, n), nxt.unsqueeze(-1).expand(-1, -1, n)
@@ -69,10 +81,10 @@ def dense_span_probs_batched(hidden: torch.Tensor, attention_mask: torch.Tensor,
     return torch.sigmoid(logits).masked_fill(~valid, 0.0)
 
 
-def dense_span_probs(hidden: torch.Tensor, head: Head) -> torch.Tensor:
+def dense_span_probs(hidden: torch.Tensor, head: Head, closing: int = 0, mask_opening: bool = False) -> torch.Tensor:
     """Span probabilities of one unpadded text: (n, d) -> (n, n), ``[i, j]`` = P(span j..i)."""
     mask = torch.ones(1, hidden.shape[0], dtype=torch.int64)
-    return dense_span_probs_batched(hidden.unsqueeze(0), mask, head)[0]
+    return dense_span_probs_batched(hidden.unsqueeze(0), mask, head, closing, mask_opening)[0]
 
 
 def dense_to_band(dense: torch.Tensor, band_width: int) -> torch.Tensor:
@@ -85,7 +97,7 @@ def dense_to_band(dense: torch.Tensor, band_width: int) -> torch.Tensor:
 
 
 def reference_band(hidden: torch.Tensor | np.ndarray, attention_mask: torch.Tensor | np.ndarray,
-                   head: Head, band_width: int) -> np.ndarray:
+                   head: Head, band_width: int, closing: int = 0, mask_opening: bool = False) -> np.ndarray:
     """Band of span probabilities for a right-padded batch, one text at a time.
 
     Args:
@@ -102,5 +114,6 @@ def reference_band(hidden: torch.Tensor | np.ndarray, attention_mask: torch.Tens
     out = np.zeros((hidden.shape[0], hidden.shape[1], band_width), dtype=np.float32)
     with torch.no_grad():
         for b, n in enumerate(lengths):
-            out[b, :n] = dense_to_band(dense_span_probs(hidden[b, :n], head), band_width).numpy()
+            out[b, :n] = dense_to_band(dense_span_probs(hidden[b, :n], head, closing, mask_opening),
+                                       band_width).numpy()
     return out

@@ -95,6 +95,21 @@ class TokenizerInfo:
     max_tokens: int
     bos_token: str | None = None
     bos_rule: str | None = None
+    # the text template, as the backbone's tokenizer wraps a text by default (encoders: [CLS] x [SEP],
+    # <s> x </s>; bos_rule "template"): ids before and after every text and every window. None in
+    # decoder bundles and in bundles written before the field: before = [bos_token_id], after = [].
+    # The runtime feeds exactly one opening token (bos_token_id = before[0]); the closing tokens are
+    # real inputs (keys of the head, f5's next token at the last text token), never inside a mention.
+    template_before: list[int] | None = None
+    template_after: list[int] | None = None
+
+    @property
+    def before_ids(self) -> tuple[int, ...]:
+        return tuple(self.template_before) if self.template_before is not None else (self.bos_token_id,)
+
+    @property
+    def after_ids(self) -> tuple[int, ...]:
+        return tuple(self.template_after or ())
 
 
 GRAPH_TARGETS = ("onnxruntime", "tensorrt")

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TESTED_ARCHITECTURES, TINY_LAYER
+from conftest import TESTED_ARCHITECTURES, TESTED_ENCODERS, TINY_LAYER
 from tommer.exporter.backbone import FAMILIES, inspect_backbone, opening_token
+from tommer.exporter.random_encoders import TINY_ENCODER_CONFIGS
 from tommer.exporter.random_models import FAMILY_TOKENS, TINY_CONFIGS
 
 TEXT = "Barack Obama visited Paris, Berlin and the United Nations in New York City in 2014 with Marie Curie."
@@ -55,7 +56,9 @@ def test_family_quirk_is_exercised(arch, quirk, undo, tiny_factory):
 
 
 def test_family_table_matches_the_tests():
-    assert set(FAMILIES) == set(TESTED_ARCHITECTURES) == set(TINY_CONFIGS) == set(FAMILY_TOKENS)
+    decoders = set(FAMILIES) - set(TESTED_ENCODERS)  # encoders: tests/test_encoders.py, random_encoders.py
+    assert decoders == set(TESTED_ARCHITECTURES) == set(TINY_CONFIGS) == set(FAMILY_TOKENS)
+    assert set(FAMILIES) - decoders == set(TINY_ENCODER_CONFIGS)
 
 
 def test_phi3_has_fused_projections(tiny_factory):

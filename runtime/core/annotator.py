@@ -122,11 +122,12 @@ class Annotator:
         start = time.perf_counter()
         opts, tokens = self.options, chunk.tokens
         floor = opts.threshold if opts.keep_candidates is None else min(opts.threshold, opts.keep_candidates)
-        win = plan_windows(tokens.lengths, opts.max_tokens, opts.window_overlap)
+        closing = len(self.tokenizer.after_ids)  # every window gets the closing tokens too: room for them
+        win = plan_windows(tokens.lengths, opts.max_tokens - closing, opts.window_overlap)
         chunk.stats.documents_windowed += int(np.count_nonzero(np.bincount(win["doc"], minlength=1) > 1))
         first = tokens.start[win["doc"]] + win["start"]  # flat position of each window's first row
         found, total = [], int(win["length"].sum())
-        lengths = win["length"]
+        lengths = win["length"] + closing  # fed: BOS, the window's tokens, the closing tokens
         batches = list(self.buckets.plan(lengths) if self.buckets else plan_exact(lengths, opts.batch_tokens))
         free: queue.SimpleQueue[GraphRunner] = queue.SimpleQueue()  # runners not in use (one per stream)
         for runner in self.runners:
@@ -168,7 +169,8 @@ class Annotator:
 
     def _gather(self, flat_ids: np.ndarray, first: np.ndarray, lengths: np.ndarray, rows: int | None = None,
                 width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Right-padded ``(input_ids, attention_mask)`` of windows, BOS in column 0 of each.
+        """Right-padded ``(input_ids, attention_mask)`` of windows, BOS in column 0 of each and the
+        closing template tokens (``[SEP]``, ``</s>``) at the end of each (``lengths`` counts them).
 
         ``rows`` and ``width`` (a bucket's shape) pad further: empty rows are all padding, mask 0.
         """
@@ -181,6 +183,11 @@ class Annotator:
         ids = np.where(mask, flat_ids[np.minimum(first[:, None] + cols[None, :], len(flat_ids) - 1)],
                        self.tokenizer.pad_token_id)
         ids[:, 0] = self.tokenizer.bos_token_id
+        after = self.tokenizer.after_ids
+        if after:
+            real = np.flatnonzero(lengths > 0)
+            for k, token in enumerate(after):
+                ids[real, lengths[real] - len(after) + k] = token
         return ids, mask.astype(np.int64)
 
     def decode(self, chunk: Chunk) -> Chunk:

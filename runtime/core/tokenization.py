@@ -51,7 +51,7 @@ class TokenBatch:
 class BundleTokenizer:
     """The tokenizer of a bundle, with its BOS rule."""
 
-    def __init__(self, path: str | Path, bos_token_id: int, pad_token_id: int):
+    def __init__(self, path: str | Path, bos_token_id: int, pad_token_id: int, after_ids: tuple[int, ...] = ()):
         try:
             self._tok = Tokenizer.from_file(str(path))
         except Exception as exc:  # the Rust tokenizer raises a plain Exception
@@ -60,11 +60,22 @@ class BundleTokenizer:
         self._tok.no_truncation()
         self.bos_token_id = int(bos_token_id)
         self.pad_token_id = int(pad_token_id)
+        # closing template tokens ([SEP], </s>): not in the flat encodings (BOS + text, what windows cut),
+        # appended to every window fed to the graph (``Annotator._gather``, ``close``)
+        self.after_ids = tuple(int(i) for i in after_ids)
 
     @classmethod
     def from_bundle(cls, folder: str | Path, manifest: Manifest) -> "BundleTokenizer":
         info = manifest.tokenizer
-        return cls(Path(folder) / info.file, info.bos_token_id, info.pad_token_id)
+        return cls(Path(folder) / info.file, info.bos_token_id, info.pad_token_id, info.after_ids)
+
+    def close(self, encoding: Encoding) -> Encoding:
+        """``encoding`` (BOS + text) with the closing template tokens appended, offsets (0, 0): what the graph reads."""
+        if not self.after_ids:
+            return encoding
+        after = np.asarray(self.after_ids, dtype=np.int64)
+        return Encoding(np.concatenate([encoding.ids, after]),
+                        np.concatenate([encoding.offsets, np.zeros((len(after), 2), dtype=np.int64)]))
 
     def encode_batch(self, texts: list[str]) -> list[Encoding]:
         """Encode texts (parallel in Rust), one ``Encoding`` each; never truncates."""
