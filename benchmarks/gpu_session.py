@@ -1,29 +1,33 @@
-"""Everything issue "measure on a real GPU" asks, in a few calls of one script (see benchmarks/gpu/README.md).
+"""Everything issue "the first GPU figures" asks, in two device calls of one script (benchmarks/gpu/README.md).
 
-    python -m tommer.benchmarks.gpu_session --stage export --work .gpuwork --head .carry/head --out $OUT
-    python -m tommer.benchmarks.gpu_session --stage bench-onnx --work .gpuwork --out $OUT
-    python -m tommer.benchmarks.gpu_session --stage bench-torch --work .gpuwork --out $OUT
+    python -m tommer.benchmarks.gpu_session --stage prepare --work W --out $OUT   # call 1: no onnxruntime-gpu yet
+    python -m tommer.benchmarks.gpu_session --stage device --work W --out $OUT    # call 2: onnxruntime-gpu installed
+    python -m tommer.benchmarks.gpu_session --smoke --work /tmp/w --out /tmp/o    # both, here, on the CPU
 
 Stages (each idempotent: what a previous call on the same machine left in --work is reused):
 
-* ``env``: the device, driver, torch, onnxruntime and its providers; a CUDA session really
-  loading; the bf16 and fp32 matrix-multiply peaks measured here (the utilisation baseline).
-* ``export``: a Llama-3.2-1B-geometry backbone with random weights (hidden 2048, vocabulary
-  128,256, blocks 0..6 built: the exporter never reads the others) and the published L6 head;
-  fp32, fp16 and bf16 bundles exported and validated on CUDA (fp32 with TF32 off), and where
-  each graph's nodes run (CUDA, CPU, memory copies), from onnxruntime's profiler.
-* ``bench-onnx``: tommer's whole process, Parquet to Parquet, on a corpus of log-normal
-  lengths (median ~60 tokens, tail to ~2,000) of at least --tokens real tokens, for the CUDA
-  provider in fp16 and bf16, with IO binding, shape buckets and CUDA graphs on and off, at a
-  few batch budgets; one fp32 run gives the spans every other run is compared with.
-* ``bench-torch``: the rival, the same truncated model in PyTorch bf16 (SDPA), eager and
-  ``torch.compile``, on the same texts, with the same head and decoding.
+* ``env``: the device, driver, torch, onnxruntime and its providers, and the bf16, fp16 and fp32
+  matrix-multiply peaks measured here with torch (the utilisation baseline); run by both calls.
+* ``prepare`` (call 1, what needs no onnxruntime-gpu): ``env``; a Llama-3.2-1B-geometry backbone
+  with random weights (hidden 2048, vocabulary 128,256, blocks 0..6 built: the exporter never
+  reads the others) and the corpus (log-normal lengths, median ~60 tokens, tail to ~2,000, at least
+  --tokens real tokens); the fp32 bundle exported and validated with the machine's own CPU
+  onnxruntime (where that cannot load the graph, ``device`` exports it again).
+* ``device`` (call 2), ``PLAN`` in its order of importance, each result saved as it finishes:
+  export bf16 (validated on CUDA); ``tommer-annotate --check`` of the bf16 bundle, which stops the
+  call at once (exit 3) when a node fell back or the session cannot open; tommer bf16 at 65,536
+  tokens a batch (the inference stage and the whole process, Parquet to Parquet, in one run); the
+  PyTorch bf16 SDPA eager rival on the same texts; fp32 (the spans every run is compared with:
+  DICE and exact match); then fp16, CUDA graphs (only where the check found them possible), two
+  other budgets, ``torch.compile``, and the rest, while --budget-s lasts.
 
-Each run is a fresh process (``tommer.benchmarks.worker``). Results accumulate in
-``--work/gpu.json``; every stage rewrites ``gpu.json`` and ``gpu.md`` under --out. A stage
-stops starting runs when less than a run's worth of --budget-s is left, so a call ends inside
-the device's 10-minute limit with what it measured written. ``--smoke`` runs every stage at a
-tiny geometry on whatever is there (the CPU here), to check the script before a GPU call.
+Each run is a fresh process (``tommer.benchmarks.worker``), with the GPU memory in use sampled
+from nvidia-smi while it runs (its peak is recorded). Results accumulate in ``--work/gpu.json``;
+every change rewrites ``gpu.json`` and ``gpu.md`` under --out. No step starts when less than its
+expected duration (the longest of its kind so far) is left of --budget-s, so a call ends inside
+the device's 10-minute limit with what it measured written. ``--smoke`` runs both calls' steps
+at a tiny geometry on the CPU (bf16 and fp16 runs fall back to the fp32 bundle, the rivals run
+on the CPU, CUDA graphs and repeated configurations are skipped), to check the script first.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -44,8 +49,40 @@ LLAMA_1B = dict(hidden_size=2048, intermediate_size=8192, num_attention_heads=32
 SMOKE = dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2, vocab_size=2000,
              max_position_embeddings=4096)
 LAYER, SMOKE_LAYER = 6, 2
-DTYPES = ("fp32", "fp16", "bf16")
 BACKBONE_NAME = "Llama-3.2-1B"  # the name the published head's llm_name gives (a stand-in with its geometry)
+HEAD = Path(__file__).resolve().parents[1] / "tests" / "data" / "heads" / "ToMMeR-Llama-3.2-1B_L6_R64"  # tracked: travels
+CHECK_FAILED = 3  # the exit status of a device call stopped by the placement check
+
+# The device call, in its order of importance: (kind, name, backend, batch tokens, AnnotateOptions).
+# "export" and "check" steps name a dtype; a run's spans are compared with the fp32 run's.
+PLAN: list[tuple] = [
+    ("export", "bf16"),
+    ("check", "bf16"),
+    ("run", "onnx-cuda-bf16", "onnx-cuda-bf16", 65536, {}),
+    ("run", "torch-bf16-sdpa", "torch-bf16-sdpa", 65536, {}),
+    ("export", "fp32"),
+    ("run", "onnx-cuda-fp32", "onnx-cuda-fp32", 65536, {}),
+    ("export", "fp16"),
+    ("run", "onnx-cuda-fp16", "onnx-cuda-fp16", 65536, {}),
+    ("run", "onnx-cuda-bf16 cuda-graphs", "onnx-cuda-bf16", 65536, {"cuda_graphs": True}),
+    ("run", "onnx-cuda-bf16 budget-16384", "onnx-cuda-bf16", 16384, {}),
+    ("run", "onnx-cuda-bf16 budget-262144", "onnx-cuda-bf16", 262144, {}),
+    ("run", "torch-bf16-compile", "torch-bf16-compile", 65536, {}),
+    ("run", "onnx-cuda-fp16 cuda-graphs", "onnx-cuda-fp16", 65536, {"cuda_graphs": True}),
+    ("run", "onnx-cuda-bf16 no-io-binding", "onnx-cuda-bf16", 65536, {"io_binding": False}),
+    ("run", "onnx-cuda-bf16 no-buckets", "onnx-cuda-bf16", 65536, {"buckets": False}),
+    ("run", "onnx-cuda-bf16 again", "onnx-cuda-bf16", 65536, {}),  # drift check: the first run, last
+    ("run", "torch-bf16-sdpa again", "torch-bf16-sdpa", 65536, {}),
+]
+# --smoke on a CPU: the runs that are another configuration there (CUDA graphs, repeats)
+SMOKE_SKIPS = ("cuda-graphs", "again", "no-io-binding", "no-buckets", "budget-262144", "fp16")
+# seconds a step is expected to take before one of its kind has run (then: the longest so far)
+FIRST_GUESS = {"export": 90.0, "check": 45.0, "run": 60.0, "torch": 60.0, "compile": 150.0}
+
+
+def now() -> float:
+    """The clock the budget is kept with (a function, so that tests can move it)."""
+    return time.perf_counter()
 
 
 def log(message: str) -> None:
@@ -74,6 +111,40 @@ class Results:
         (self.out / "gpu.md").write_text(markdown(self.data))
 
 
+class GpuMemory:
+    """The most GPU memory in use (MiB, all processes) while the block runs, sampled from nvidia-smi
+    every ``every`` seconds in a thread; ``peak_mib`` is None where nvidia-smi is not there."""
+
+    def __init__(self, every: float = 0.5):
+        self.every, self.peak_mib = every, None
+        self._stop = threading.Event()
+
+    def _sample(self) -> int | None:
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+                                 capture_output=True, text=True, timeout=10).stdout
+            return max(int(x) for x in out.split())
+        except (OSError, ValueError, subprocess.SubprocessError):
+            return None
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            used = self._sample()
+            if used is None:
+                return
+            self.peak_mib = max(self.peak_mib or 0, used)
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> "GpuMemory":
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=15)
+
+
 # ---------------------------------------------------------------------------------------------- env
 
 
@@ -96,13 +167,16 @@ def matmul_peak(dtype: str, n: int = 8192, repeats: int = 10) -> float | None:
     return 2 * n**3 * repeats / (time.perf_counter() - start)
 
 
-def stage_env(results: Results) -> None:
+def stage_env(results: Results, call: str) -> None:
+    """The machine and its libraries, per call (``prepare`` sees the image's onnxruntime, ``device``
+    the installed onnxruntime-gpu); the matmul peaks are measured in each call."""
     import onnxruntime as ort
     import torch
 
     env: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
                            "torch_cuda": torch.version.cuda, "onnxruntime": ort.__version__,
-                           "providers": ort.get_available_providers(), "cpus": os.cpu_count()}
+                           "onnxruntime_file": ort.__file__, "providers": ort.get_available_providers(),
+                           "cpus": os.cpu_count()}
     try:
         env["nvidia_smi"] = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version",
                                             "--format=csv,noheader"], capture_output=True, text=True,
@@ -113,8 +187,11 @@ def stage_env(results: Results) -> None:
         env["device"] = torch.cuda.get_device_name()
         torch.backends.cuda.matmul.allow_tf32 = False
         env["matmul_peak_flops"] = {d: matmul_peak(d) for d in ("bf16", "fp16", "fp32")}
+    calls = results.data.get("env_by_call", {})
+    calls[call] = env
+    results.data["env_by_call"] = calls
     results.set("env", env)
-    log(f"env: {json.dumps(env)}")
+    log(f"env ({call}): {json.dumps(env)}")
 
 
 # ------------------------------------------------------------------------------------------- export
@@ -136,9 +213,14 @@ def build_backbone(work: Path, smoke: bool) -> Path:
     return folder
 
 
-def smoke_head(work: Path) -> Path:
+def head_folder(work: Path, smoke: bool) -> Path:
+    """The published L6 head (vendored in tests/data), or at the smoke geometry a random one."""
     from tommer.exporter.random_models import make_head
 
+    if not smoke:
+        if not (HEAD / "definition.json").exists():
+            raise SystemExit(f"{HEAD}: the published L6 head (tests/data, tracked) is missing")
+        return HEAD
     folder = work / "smoke-head"
     if not (folder / "parameters").exists():
         make_head(folder, hidden_size=SMOKE["hidden_size"], layer=SMOKE_LAYER, rank=16, sliding_window=25,
@@ -146,76 +228,70 @@ def smoke_head(work: Path) -> Path:
     return folder
 
 
-def node_placement(bundle: Path, provider: str) -> dict[str, Any]:
-    """Which execution provider runs each node of the optimised graph, and the memory copies, from
-    onnxruntime's profiler over one batch."""
-    import collections
-
-    import numpy as np
-    import onnxruntime as ort
-
-    from tommer.runtime.execution.providers import Settings, profile
-
-    options = ort.SessionOptions()
-    options.enable_profiling = True
-    options.profile_file_prefix = str(bundle.parent / f"profile-{bundle.name}")
-    session = ort.InferenceSession(str(bundle / "model.onnx"), options,
-                                   providers=profile(provider).providers(Settings()))
-    ids = np.ones((4, 64), np.int64)
-    for _ in range(2):
-        session.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})
-    trace = json.loads(Path(session.end_profiling()).read_text())
-    by_provider: collections.Counter = collections.Counter()
-    ops_off_gpu: collections.Counter = collections.Counter()
-    for event in trace:
-        args = event.get("args", {})
-        if event.get("cat") == "Node" and "provider" in args and event["name"].endswith("_kernel_time"):
-            by_provider[args["provider"]] += 1
-            if args["provider"] != "CUDAExecutionProvider":
-                ops_off_gpu[args.get("op_name", "?")] += 1
-    return {"session_providers": session.get_providers(), "kernels_by_provider": dict(by_provider),
-            "ops_not_on_cuda": dict(ops_off_gpu)}
+def bundle_path(work: Path, dtype: str) -> Path:
+    return work / f"bundle-{dtype}"
 
 
-def stage_export(results: Results, work: Path, head: Path | None, smoke: bool) -> None:
+def export(results: Results, work: Path, dtype: str, smoke: bool) -> bool:
+    """Export and validate the ``dtype`` bundle (once); False, recorded, when the export fails."""
     from tommer.exporter.export import export_bundle
     from tommer.exporter.spec import ExportOptions
     from tommer.runtime.bundle import read_manifest
 
+    exports = results.data.setdefault("exports", {})
+    bundle = bundle_path(work, dtype)
+    if (bundle / "tommer.json").exists() and "error" not in exports.get(dtype, {"error": 1}):
+        return True
     backbone = build_backbone(work, smoke)
-    head = smoke_head(work) if smoke else head
-    if head is None or not (head / "definition.json").exists():
-        raise SystemExit(f"--head {head}: the published L6 head folder is needed (copy it into the repo: "
-                         "benchmarks/gpu/prepare.sh)")
-    exports = results.data.get("exports", {})
-    for dtype in DTYPES:
-        bundle = work / f"bundle-{dtype}"
-        if not (bundle / "tommer.json").exists():
-            log(f"export {dtype}")
-            start = time.perf_counter()
-            export_bundle(ExportOptions(backbone=str(backbone), head=str(head), layer=SMOKE_LAYER if smoke else LAYER,
-                                        output=str(bundle), dtype=dtype, overwrite=True, quiet=True),
-                          step=lambda m: log(f"  {m}"))
-            exports[dtype] = {"seconds": time.perf_counter() - start}
-        manifest = read_manifest(bundle, verify=False)
-        entry = exports.setdefault(dtype, {})
-        entry.update(validation=manifest.validation, fused_ops=manifest.graph.fused_ops,
-                     bundle_bytes=sum(p.stat().st_size for p in bundle.iterdir()))
-        try:
-            entry["placement"] = node_placement(bundle, "cuda" if has_cuda() else "cpu")
-        except Exception as exc:  # a report, not a gate: the validation above already ran the graph
-            entry["placement"] = {"error": f"{type(exc).__name__}: {exc}"}
+    log(f"export {dtype}")
+    start = time.perf_counter()
+    try:
+        with GpuMemory() as memory:
+            export_bundle(ExportOptions(backbone=str(backbone), head=str(head_folder(work, smoke)),
+                                        layer=SMOKE_LAYER if smoke else LAYER, output=str(bundle), dtype=dtype,
+                                        overwrite=True, quiet=True), step=lambda m: log(f"  {m}"))
+    except Exception as exc:  # recorded; a later step (or call, after onnxruntime-gpu) tries again
+        exports[dtype] = {"error": f"{type(exc).__name__}: {str(exc)[-2000:]}",
+                          "seconds": time.perf_counter() - start}
         results.set("exports", exports)
-        v = manifest.validation
-        log(f"{dtype}: on {v.get('measured_with')}, max abs error {v.get('max_abs_error'):.2e}, exact-match "
-            f"{v.get('exact_match_rate'):.3f}, DICE {v.get('dice'):.4f}, batch invariance "
-            f"{v.get('batch_invariance_max_abs_diff')}; placement {entry['placement']}")
+        log(f"export {dtype} failed: {exports[dtype]['error'][:300]}")
+        return False
+    manifest = read_manifest(bundle, verify=False)
+    v = manifest.validation
+    exports[dtype] = {"seconds": time.perf_counter() - start, "validation": v, "fused_ops": manifest.graph.fused_ops,
+                      "bundle_bytes": sum(p.stat().st_size for p in bundle.iterdir()),
+                      "peak_gpu_mib": memory.peak_mib}
+    results.set("exports", exports)
+    log(f"{dtype}: on {v.get('measured_with')}, max abs error {v.get('max_abs_error')}, exact-match "
+        f"{v.get('exact_match_rate')}, DICE {v.get('dice')}, batch invariance {v.get('batch_invariance_max_abs_diff')}")
+    return True
 
 
 def has_cuda() -> bool:
     import onnxruntime as ort
 
     return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def placement_check(results: Results, work: Path, dtype: str, smoke: bool) -> dict[str, Any]:
+    """``tommer-annotate --check`` of a bundle, as a user runs it (its own process); its report, exit
+    status and whether it found CUDA graphs possible, saved before anything else runs."""
+    provider = "cuda" if has_cuda() else "cpu"
+    bundle = bundle_path(work, "fp32" if provider == "cpu" else dtype)  # no bf16 kernels on the CPU
+    command = [sys.executable, "-m", "tommer.runtime.cli.annotate", "--check", "--model", str(bundle),
+               "--provider", provider]
+    log("check: " + " ".join(command[1:]))
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    found = {"command": " ".join(command[1:]), "returncode": done.returncode, "report": done.stdout.splitlines(),
+             "stderr": done.stderr[-3000:], "seconds": time.perf_counter() - start,
+             "cuda_graphs_possible": "CUDA graphs: possible" in done.stdout}
+    checks = results.data.setdefault("checks", {})
+    checks[dtype] = found
+    results.set("checks", checks)
+    for line in found["report"]:
+        log(f"  {line}")
+    return found
 
 
 # -------------------------------------------------------------------------------------------- bench
@@ -232,73 +308,134 @@ def corpus(work: Path, tokens: int) -> Path:
     return path
 
 
-ONNX_RUNS = [  # (run name, backend, batch_tokens, AnnotateOptions) — the first of each dtype is its default
-    ("onnx-cuda-fp32", "onnx-cuda-fp32", 65536, {}),
-    ("onnx-cuda-bf16", "onnx-cuda-bf16", 65536, {}),
-    ("onnx-cuda-fp16", "onnx-cuda-fp16", 65536, {}),
-    ("onnx-cuda-bf16 cuda-graphs", "onnx-cuda-bf16", 65536, {"cuda_graphs": True}),
-    ("onnx-cuda-bf16 no-io-binding", "onnx-cuda-bf16", 65536, {"io_binding": False}),
-    ("onnx-cuda-bf16 no-buckets", "onnx-cuda-bf16", 65536, {"buckets": False}),
-    ("onnx-cuda-bf16 budget-16384", "onnx-cuda-bf16", 16384, {}),
-    ("onnx-cuda-bf16 budget-262144", "onnx-cuda-bf16", 262144, {}),
-    ("onnx-cuda-fp16 cuda-graphs", "onnx-cuda-fp16", 65536, {"cuda_graphs": True}),
-    ("onnx-cuda-bf16 again", "onnx-cuda-bf16", 65536, {}),  # drift check: the default, last
-]
-TORCH_RUNS = [
-    ("torch-bf16-sdpa", "torch-bf16-sdpa", 65536, {}),
-    ("torch-bf16-compile", "torch-bf16-compile", 65536, {}),
-    ("torch-bf16-sdpa again", "torch-bf16-sdpa", 65536, {}),
-]
+def run_spec(work: Path, backend: str, batch_tokens: int, options: dict, smoke: bool,
+             cpu_rivals: bool) -> dict[str, Any]:
+    """The worker's spec of a run; on a CPU (``smoke``) the CUDA backends become the fp32 CPU one."""
+    options = dict(options)
+    dtype = backend.rsplit("-", 1)[1] if backend.startswith("onnx") else "fp32"
+    if smoke:  # the CPU stands in for CUDA; bf16 and fp16 have no CPU kernels
+        backend = {"onnx-cuda-fp32": "onnx-fp32", "onnx-cuda-bf16": "onnx-fp32",
+                   "onnx-cuda-fp16": "onnx-fp32"}.get(backend, backend)
+        dtype = "fp32" if backend == "onnx-fp32" else dtype
+        options = {k: v for k, v in options.items() if k != "cuda_graphs"}
+        batch_tokens = min(batch_tokens, 4096)
+    torch_backend = backend.startswith("torch")
+    return {"name": backend, "bundle": str(bundle_path(work, dtype)), "backbone": str(work / BACKBONE_NAME),
+            "head": str(head_folder(work, smoke)), "layer": SMOKE_LAYER if smoke else LAYER,
+            "batch_tokens": batch_tokens, "options": None if torch_backend else options,
+            "device": "cpu" if torch_backend and cpu_rivals else None}
 
 
-def stage_bench(results: Results, work: Path, plan: list, tokens: int, budget_s: float, smoke: bool,
-                started: float) -> None:
+def measure(results: Results, work: Path, src: Path, name: str, spec: dict) -> dict[str, Any] | None:
+    """One run, saved at once (with the figures it allows)."""
     from tommer.benchmarks.cli import run_worker
 
-    src = corpus(work, tokens)
-    runs = results.data.get("runs", {})
-    longest = max((r.get("wall_seconds", 0) + r.get("load_seconds", 0) for r in runs.values()), default=60.0)
-    for name, backend, batch_tokens, options in plan:
-        if name in runs:
-            continue
-        options = dict(options)
-        left = budget_s - (time.perf_counter() - started)
-        if left < 1.5 * longest:
-            log(f"stopping before {name}: {left:.0f} s left of --budget-s, a run takes up to {longest:.0f} s")
-            results.set("unfinished", [n for n, *_ in plan if n not in results.data.get("runs", {})])
-            return
-        dtype = backend.rsplit("-", 1)[1] if backend.startswith("onnx") else "fp32"
-        if smoke:  # the CPU stands in for CUDA; bf16 has no CPU kernels
-            backend = {"onnx-cuda-fp32": "onnx-fp32", "onnx-cuda-bf16": "onnx-fp32",
-                       "onnx-cuda-fp16": "onnx-fp32"}.get(backend, backend)
-            dtype = "fp32" if backend == "onnx-fp32" else dtype
-            options = {k: v for k, v in options.items() if k != "cuda_graphs"}
-        device = options.pop("device", None) if backend.startswith("torch") else None
-        spec = {"name": backend, "bundle": str(work / f"bundle-{dtype}"), "backbone": str(work / BACKBONE_NAME),
-                "head": str(smoke_head(work) if smoke else results.data["head"]), "layer": SMOKE_LAYER if smoke else LAYER,
-                "batch_tokens": batch_tokens, "options": options if backend.startswith("onnx") else None,
-                "device": device}
-        log(f"run {name}")
-        dst = work / f"out-{name.replace(' ', '_')}.parquet"
-        try:
+    log(f"run {name}")
+    dst = work / f"out-{name.replace(' ', '_')}.parquet"
+    start = time.perf_counter()
+    try:
+        with GpuMemory() as memory:
             found = run_worker(spec, src, dst)
-        except RuntimeError as exc:
-            log(f"{name} failed: {exc}")
-            results.add_run(name, {"failed": str(exc)[-3000:], "spec": spec})
+    except RuntimeError as exc:
+        log(f"{name} failed: {exc}")
+        results.add_run(name, {"failed": str(exc)[-3000:], "spec": spec, "seconds_spent": time.perf_counter() - start})
+        return None
+    found.update(spec=spec, output=str(dst), peak_gpu_mib=memory.peak_mib, seconds_spent=time.perf_counter() - start)
+    found["tokens_per_second"] = found["tokens"] / found["wall_seconds"]
+    found["infer_tokens_per_second"] = found["tokens"] / max(found["seconds"]["infer"], 1e-9)
+    results.add_run(name, found)
+    figures(results)
+    log(f"{name}: {found['tokens_per_second']:,.0f} tokens/s whole process, "
+        f"{found['infer_tokens_per_second']:,.0f} inference stage; stages {found['seconds']}; "
+        f"peak GPU memory {memory.peak_mib} MiB")
+    return found
+
+
+def category(name: str) -> str:
+    """A run's kind for timing: torch.compile runs (compile time), the torch rivals, tommer's runs."""
+    return "compile" if "compile" in name else "torch" if name.startswith("torch") else "run"
+
+
+def expected_seconds(results: Results, kind: str, name: str = "") -> float:
+    """How long a step is expected to take: the longest of its kind so far (runs: of its category),
+    else a first guess."""
+    if kind == "export":
+        seen = [e["seconds"] for e in results.data.get("exports", {}).values() if "seconds" in e]
+    elif kind == "check":
+        seen = [c["seconds"] for c in results.data.get("checks", {}).values()]
+    else:
+        kind = category(name)
+        seen = [r["seconds_spent"] for n, r in results.data.get("runs", {}).items()
+                if "seconds_spent" in r and category(n) == kind]
+    return max(seen) if seen else FIRST_GUESS[kind]
+
+
+def stage_prepare(results: Results, work: Path, tokens: int, smoke: bool) -> None:
+    """Call 1: the backbone, the corpus and the fp32 bundle (validated on the CPU onnxruntime there)."""
+    build_backbone(work, smoke)
+    corpus(work, tokens)
+    export(results, work, "fp32", smoke)
+
+
+def stage_device(results: Results, work: Path, tokens: int, budget_s: float, smoke: bool, cpu_rivals: bool,
+                 started: float) -> int:
+    """Call 2: ``PLAN`` in order while the budget lasts. Returns the exit status (``CHECK_FAILED``
+    when the placement check stopped the call)."""
+    src = corpus(work, tokens)
+    runs = results.data.setdefault("runs", {})
+    cuda_graphs_possible = True
+    skipped = []
+    for step in PLAN:
+        kind, name = step[0], step[1]
+        if smoke and kind == "run" and any(s in name for s in SMOKE_SKIPS):
             continue
-        found.update(spec=spec, output=str(dst))
-        found["tokens_per_second"] = found["tokens"] / found["wall_seconds"]
-        found["infer_tokens_per_second"] = found["tokens"] / max(found["seconds"]["infer"], 1e-9)
-        longest = max(longest, found["wall_seconds"] + found["load_seconds"])
-        results.add_run(name, found)
-        log(f"{name}: {found['tokens_per_second']:,.0f} tokens/s whole process, "
-            f"{found['infer_tokens_per_second']:,.0f} inference stage; stages {found['seconds']}")
-    results.data.pop("unfinished", None)
-    figures(results, src)
+        if smoke and kind == "export" and name == "fp16":
+            continue
+        left = budget_s - (now() - started)
+        need = expected_seconds(results, kind, name)
+        done = ((kind == "export" and "error" not in results.data.get("exports", {}).get(name, {"error": 1}))
+                or (kind == "run" and name in runs and "failed" not in runs[name]))
+        if done and kind == "export" and not (bundle_path(work, name) / "tommer.json").exists():
+            done = False
+        if kind == "check" and results.data.get("checks", {}).get(name, {}).get("returncode") == 0:
+            cuda_graphs_possible = results.data["checks"][name]["cuda_graphs_possible"]
+            continue  # passed in an earlier call on this machine
+        if done:
+            continue
+        if left < 1.2 * need:
+            skipped.append(name if kind == "run" else f"{kind} {name}")
+            continue
+        if kind == "export":
+            if smoke and name in ("bf16", "fp16"):  # on the CPU the bf16/fp16 runs use the fp32 bundle
+                export(results, work, "fp32", smoke)
+                continue
+            export(results, work, name, smoke)
+        elif kind == "check":
+            found = placement_check(results, work, name, smoke)
+            if found["returncode"] != 0:
+                log(f"check failed (exit {found['returncode']}): stopping; see checks.{name} in gpu.json")
+                results.set("stopped", f"placement check of the {name} bundle failed (exit {found['returncode']})")
+                return CHECK_FAILED
+            cuda_graphs_possible = found["cuda_graphs_possible"]
+        else:
+            _, name, backend, batch_tokens, options = step
+            if options.get("cuda_graphs") and not cuda_graphs_possible and not smoke:
+                results.add_run(name, {"failed": "skipped: the placement check found CUDA graphs impossible",
+                                       "skipped": True})
+                continue
+            dtype = backend.rsplit("-", 1)[1] if backend.startswith("onnx-cuda") else None
+            if dtype and not smoke and not (bundle_path(work, dtype) / "tommer.json").exists():
+                if not export(results, work, dtype, smoke):
+                    continue
+            measure(results, work, src, name, run_spec(work, backend, batch_tokens, options, smoke, cpu_rivals))
+    if skipped:
+        log(f"not run in this call (time budget): {', '.join(skipped)}")
+    results.set("unfinished", skipped)
+    return 0
 
 
-def figures(results: Results, src: Path) -> None:
-    """Span agreement with the fp32 run and with the torch rival, FLOP/s and utilisation."""
+def figures(results: Results) -> None:
+    """Span agreement with the fp32 run and with the torch rival, FLOP/s, utilisation of the bf16 peak."""
     from transformers import AutoConfig
 
     import pyarrow.parquet as pq
@@ -315,18 +452,18 @@ def figures(results: Results, src: Path) -> None:
     config = AutoConfig.from_pretrained(first["spec"]["backbone"]).to_dict()
     flops = backbone_flops(config, [n + 1 for n in lengths], blocks=first["spec"]["layer"] + 1)
     peak = (results.data.get("env", {}).get("matmul_peak_flops") or {}).get("bf16")
-    spans = {}
+    bases = {}
     for name, run in runs.items():
-        if "fp32" in name.split()[0] or name.startswith("torch-bf16-sdpa"):
-            spans[name.split()[0]] = read_spans(Path(run["output"]))
+        if name in ("onnx-cuda-fp32", "torch-bf16-sdpa"):
+            bases[name] = read_spans(Path(run["output"]))
     for name, run in runs.items():
         run["backbone_flops"] = flops
         run["infer_tflops"] = flops / run["seconds"]["infer"] / 1e12
         run["infer_utilization_of_bf16_peak"] = flops / run["seconds"]["infer"] / peak if peak else None
         mine = read_spans(Path(run["output"]))
-        for base in ("onnx-cuda-fp32", "onnx-fp32", "torch-bf16-sdpa"):
-            if base in spans and not name.startswith(base + " ") and name != base:
-                run[f"agreement_vs_{base}"] = span_agreement(spans[base], mine).figures()
+        for base, spans in bases.items():
+            if name != base:
+                run[f"agreement_vs_{base}"] = span_agreement(spans, mine).figures()
     results.save()  # the entries of ``runs`` are those of results.data["runs"], updated in place
 
 
@@ -344,32 +481,42 @@ def markdown(data: dict[str, Any]) -> str:
              f"{env.get('nvidia_smi', '')}; torch {env.get('torch')} (CUDA {env.get('torch_cuda')}), onnxruntime "
              f"{env.get('onnxruntime')} ({', '.join(env.get('providers', []))}); "
              + ", ".join(f"{k} matmul peak {v / 1e12:.0f} TFLOP/s" for k, v in peaks.items() if v), ""]
+    if data.get("stopped"):
+        lines += [f"**Stopped:** {data['stopped']}", ""]
+    for dtype, c in data.get("checks", {}).items():
+        lines += [f"## Placement check ({dtype}, exit {c['returncode']})", "", "```", f"tommer-annotate {c['command']}",
+                  *c["report"], "```", ""]
     if data.get("exports"):
         lines += ["## Exports (validated on the device)", "",
-                  "| dtype | validated on | max abs error | exact-match | DICE | batch invariance | kernels by provider | ops not on CUDA |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+                  "| dtype | validated on | max abs error | exact-match | DICE | batch invariance | seconds |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
         for dtype, e in data["exports"].items():
-            v, p = e.get("validation", {}), e.get("placement", {})
+            if "error" in e:
+                lines.append(f"| {dtype} | failed: {e['error'][-200:]!r} | | | | | {e.get('seconds', 0):.0f} |")
+                continue
+            v = e.get("validation", {})
             lines.append(f"| {dtype} | {v.get('measured_with')} | {v.get('max_abs_error', float('nan')):.2e} | "
                          f"{v.get('exact_match_rate', float('nan')):.3f} | {v.get('dice', float('nan')):.4f} | "
-                         f"{v.get('batch_invariance_max_abs_diff')} | {p.get('kernels_by_provider', p.get('error'))} | "
-                         f"{p.get('ops_not_on_cuda', '')} |")
+                         f"{v.get('batch_invariance_max_abs_diff')} | {e.get('seconds', 0):.0f} |")
         lines.append("")
     if data.get("runs"):
         lines += ["## Throughput (real tokens/s; one run each, fresh process)", "",
-                  "| run | whole process | inference stage | infer TFLOP/s | of bf16 peak | padding share | DICE vs fp32 | DICE vs torch bf16 | stages (s) |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+                  "| run | whole process | inference stage | infer TFLOP/s | of bf16 peak | peak GPU MiB | padding share | "
+                  "DICE / exact vs fp32 | DICE vs torch bf16 | stages (s) |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for name, r in data["runs"].items():
             if "failed" in r:
-                lines.append(f"| {name} | failed: {r['failed'][-200:]!r} | | | | | | | |")
+                lines.append(f"| {name} | {'skipped' if r.get('skipped') else 'failed'}: {r['failed'][-200:]!r} "
+                             "| | | | | | | | |")
                 continue
-            fp32 = r.get("agreement_vs_onnx-cuda-fp32") or r.get("agreement_vs_onnx-fp32") or {}
+            fp32 = r.get("agreement_vs_onnx-cuda-fp32") or {}
             torch_ = r.get("agreement_vs_torch-bf16-sdpa") or {}
             util = r.get("infer_utilization_of_bf16_peak")
+            exact = fp32.get("exact_match_rate")
             lines.append(f"| {name} | {r['tokens_per_second']:,.0f} | {r['infer_tokens_per_second']:,.0f} | "
                          f"{r.get('infer_tflops', float('nan')):.1f} | {f'{util:.1%}' if util else '-'} | "
-                         f"{1 - r['tokens'] / r['padded_tokens']:.3f} | {_fmt(fp32.get('dice'))} | "
-                         f"{_fmt(torch_.get('dice'))} | "
+                         f"{r.get('peak_gpu_mib') or '-'} | {1 - r['tokens'] / r['padded_tokens']:.3f} | "
+                         f"{_fmt(fp32.get('dice'))} / {_fmt(exact)} | {_fmt(torch_.get('dice'))} | "
                          + ", ".join(f"{k} {v:.1f}" for k, v in r["seconds"].items()) + " |")
         lines.append("")
     if data.get("unfinished"):
@@ -377,38 +524,41 @@ def markdown(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stage", choices=("env", "export", "bench-onnx", "bench-torch", "all"), default="all",
-                        help="what to run (default: %(default)s)")
+    parser.add_argument("--stage", choices=("env", "prepare", "device", "all"), default="all",
+                        help="call 1 (prepare), call 2 (device), or both (default: %(default)s)")
     parser.add_argument("--work", type=Path, default=Path(".gpuwork"), help="scratch folder kept between calls (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "benchmarks/results/gpu")),
                         help="where gpu.json and gpu.md are written (default: $OUT, else %(default)s)")
-    parser.add_argument("--head", type=Path, default=Path(".carry/head"), help="the published L6 head folder (default: %(default)s)")
-    parser.add_argument("--tokens", type=int, default=5_000_000, help="real tokens in the benchmark corpus (default: %(default)s)")
-    parser.add_argument("--budget-s", type=float, default=540.0, help="seconds this call may use; no run starts past it (default: %(default)s)")
+    parser.add_argument("--tokens", type=int, default=2_000_000, help="real tokens in the benchmark corpus (default: %(default)s)")
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help="seconds this call may use; no step starts past it (default: 450, none with --smoke)")
     parser.add_argument("--smoke", action="store_true", help="tiny geometry on whatever is there (the CPU here): checks the script")
-    args = parser.parse_args()
-    started = time.perf_counter()
+    args = parser.parse_args(argv)
+    if args.budget_s is None:
+        args.budget_s = float("inf") if args.smoke else 450.0
+    started = now()
     args.work.mkdir(parents=True, exist_ok=True)
     results = Results(args.work, args.out)
-    results.data["head"] = str(args.head.resolve())
-    torch_runs = TORCH_RUNS
+    cpu_rivals = False
     if args.smoke:
         import torch
 
-        if not torch.cuda.is_available():  # the rivals run on the CPU here, torch.compile included
-            torch_runs = [("torch-bf16-sdpa", "torch-bf16-sdpa", 4096, {"device": "cpu"}),
-                          ("torch-bf16-compile", "torch-bf16-compile", 4096, {"device": "cpu"})]
-    if args.stage in ("env", "all") or "env" not in results.data:
-        stage_env(results)
-    if args.stage in ("export", "all"):
-        stage_export(results, args.work, args.head, args.smoke)
-    if args.stage in ("bench-onnx", "all"):
-        stage_bench(results, args.work, ONNX_RUNS, args.tokens, args.budget_s, args.smoke, started)
-    if args.stage in ("bench-torch", "all"):
-        stage_bench(results, args.work, torch_runs, args.tokens, args.budget_s, args.smoke, started)
-    log(f"done in {time.perf_counter() - started:.0f} s; results in {args.out}")
+        cpu_rivals = not torch.cuda.is_available()  # the rivals run on the CPU here, torch.compile included
+    status = 0
+    if args.stage in ("env", "prepare", "all"):
+        stage_env(results, "prepare" if args.stage != "env" else "env")
+    if args.stage in ("prepare", "all"):
+        stage_prepare(results, args.work, args.tokens, args.smoke)
+    if args.stage in ("device", "all"):
+        if args.stage == "device":
+            stage_env(results, "device")
+        status = stage_device(results, args.work, args.tokens, args.budget_s, args.smoke, cpu_rivals, started)
+    results.set("seconds_by_call", {**results.data.get("seconds_by_call", {}),
+                                    args.stage: round(time.perf_counter() - started, 1)})
+    log(f"done in {time.perf_counter() - started:.0f} s (exit {status}); results in {args.out}")
+    return status
 
 
 if __name__ == "__main__":

@@ -1,19 +1,18 @@
 #!/usr/bin/env bash
-# Here, before the GPU calls: cut onnxruntime-gpu into parts small enough for one device call each,
-# and copy the published head into the repository (git-ignored) so that it travels.
-#   bash benchmarks/gpu/prepare.sh            # then see benchmarks/gpu/README.md for the calls
+# Here, before the GPU calls: onnxruntime-gpu trimmed to sm_90 (H100/H200), xz-compressed, in two parts,
+# one per device call (benchmarks/gpu/README.md). .whl/ is git-ignored; the published head travels
+# with the tree (tests/data/heads, tracked), so nothing else is carried.
+#   bash benchmarks/gpu/prepare.sh          # .whl/ortgpu/1 and .whl/ortgpu/2, about 29 MiB each
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
-WHEEL=onnxruntime_gpu-1.31.1-cp312-cp312-manylinux_2_28_x86_64.whl
-if [ ! -f ".whl/$WHEEL" ]; then
-  python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-    --platform manylinux_2_28_x86_64 -d .whl onnxruntime-gpu==1.31.1
-fi
-rm -rf .whl/parts && mkdir -p .whl/parts
-for i in 1 2 3 4 5; do mkdir -p ".whl/parts/$i"; done
-# 5 parts of 52 MiB: each call carries one (the limit is 64 MiB a call, the tree included)
-split -b 52M -d -a 1 ".whl/$WHEEL" .whl/parts/p
-for f in .whl/parts/p*; do n=$(( ${f##*p} + 1 )); mv "$f" ".whl/parts/$n/$WHEEL.part"; done
-sha256sum ".whl/$WHEEL" | cut -d' ' -f1 > .whl/parts/1/sha256
-rm -rf .carry && mkdir -p .carry && cp -r ../shared/models/ToMMeR-Llama-3.2-1B_L6_R64 .carry/head
-ls -l .whl/parts/*/ .carry/head
+# The gpu extra admits onnxruntime-gpu >= 1.26.0; the device carries 1.31.1, the build for CUDA 13,
+# the CUDA of the machine's torch (2.11+cu130), whose nvidia packages provide cuBLAS, cuDNN and the runtime.
+VERSION=${ORT_GPU_VERSION:-1.31.1}
+DL=$(mktemp -d /tmp/ortgpu.XXXXXX)
+trap 'rm -rf "$DL"' EXIT  # the wheel is 244 MiB: never left behind
+python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+  --platform manylinux_2_28_x86_64 -d "$DL" "onnxruntime-gpu==$VERSION"
+rm -rf .whl/ortgpu && mkdir -p .whl/ortgpu
+python3 benchmarks/gpu/trim_wheel.py build "$DL"/onnxruntime_gpu-*.whl --out .whl/ortgpu --parts 2 --part-mib 56
+ls -l .whl/ortgpu/*/
+du -sb .whl/ortgpu/1 .whl/ortgpu/2
