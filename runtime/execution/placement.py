@@ -188,7 +188,7 @@ def check(placement: Placement, provider: str, cuda_graphs: bool = False) -> Che
                         + (" ..." if len(fell_back) > 20 else ""))
     graphs: bool | None
     if name != ORT_PROVIDER_NAMES["cuda"]:
-        graphs, why = None, f"not applicable on {name} (onnxruntime's CUDA graphs are the CUDA provider's)"
+        graphs, why = None, f"not applicable: the session runs on {name}, not CUDA"
     else:
         foreign = sorted(p for p in placement.counts if p not in (name, ORT_PROVIDER_NAMES["cpu"]))
         if placement.capture_refused:
