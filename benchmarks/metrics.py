@@ -13,7 +13,8 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 
-PLAIN_MLP = ("gpt_neox", "phi")  # up and down projections only (no gate)
+PLAIN_MLP = ("gpt_neox", "phi", "bert", "roberta")  # up and down projections only (no gate)
+BIDIRECTIONAL = ("bert", "roberta", "modernbert")  # every query attends to every key of its text
 
 
 def backbone_flops(config: dict, lengths: Iterable[int], blocks: int) -> float:
@@ -21,7 +22,8 @@ def backbone_flops(config: dict, lengths: Iterable[int], blocks: int) -> float:
 
     Per token and block: q/k/v/o projections 2*d*(2*d + 2*kv), the gated MLP 2*3*d*ff (2*2*d*ff for
     the plain MLP of GPT-NeoX and Phi);
-    per sequence of n tokens and block, causal attention scores and values 2*2*d*n(n+1)/2.
+    per sequence of n tokens and block, causal attention scores and values 2*2*d*n(n+1)/2
+    (bidirectional encoders: 2*2*d*n*n; ModernBERT's local layers counted as global: an upper bound).
     """
     d, ff = config["hidden_size"], config["intermediate_size"]
     heads, kv_heads = config["num_attention_heads"], config.get("num_key_value_heads") or config["num_attention_heads"]
@@ -30,7 +32,8 @@ def backbone_flops(config: dict, lengths: Iterable[int], blocks: int) -> float:
     per_token = 2 * d * (2 * d + 2 * kv) + 2 * mlp_matrices * d * ff
     total = 0.0
     for n in lengths:
-        total += n * per_token + 2 * 2 * d * n * (n + 1) / 2
+        pairs = n * n if config.get("model_type") in BIDIRECTIONAL else n * (n + 1) / 2
+        total += n * per_token + 2 * 2 * d * pairs
     return blocks * total
 
 

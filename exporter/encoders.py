@@ -24,9 +24,9 @@ defaults).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -144,7 +144,8 @@ class EncoderForExport(nn.Module):
         config = self.model.config
         full = key_mask(attention_mask)
         if config.model_type == "modernbert":
-            masks = {"full_attention": full, "sliding_attention": window_mask(attention_mask, modernbert_window(config))}
+            local = window_mask(attention_mask, modernbert_window(config))
+            masks = {"full_attention": full, "sliding_attention": local}
             out = self.model(input_ids=input_ids, attention_mask=masks, position_ids=positions)
         else:
             out = self.model(input_ids=input_ids, attention_mask=full, position_ids=positions,

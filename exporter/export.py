@@ -27,9 +27,9 @@ from ..runtime.errors import ExportError, collect_and_raise
 from ..runtime.core.tokenization import BundleTokenizer
 from .backbone import (BackboneSource, TruncatedBackbone, hidden_states_after_block, inspect_backbone,
                        load_truncated_backbone, opening_token)
+from .encoders import close_encodings, is_encoder, opens_with_bos, template_tokenizer_info
 from .graph import (TORCH_DTYPES, attach_head, cast_keeping_rotary_fp32, export_backbone, fuse_for_onnxruntime,
                     fused_op_counts, inline_head, quantize_int8, save_model)
-from .encoders import close_encodings, is_encoder, opens_with_bos, template_tokenizer_info
 from .head import Head, head_defaults, load_head
 from .hub import alias_target
 from .head_onnx import BandGeometry

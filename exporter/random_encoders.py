@@ -81,7 +81,8 @@ def make_encoder_tokenizer(folder: Path, model_type: str, vocab_size: int, texts
 
 
 def make_encoder_backbone(folder: Path, model_type: str, num_layers: int = 4, seed: int = 0,
-                          vocab_size: int = 512, tokenizer_texts: list[str] = (), **overrides) -> Path:
+                          vocab_size: int = 512, tokenizer_texts: list[str] = (), tokenizer_vocab: int = 400,
+                          **overrides) -> Path:
     """Save a random encoder base model (non-trivial norms and biases, peaked attention) and its tokenizer,
     trained on ``tokenizer_texts`` (``random_models.make_backbone`` passes its corpus)."""
     from transformers import AutoConfig, AutoModel
@@ -103,6 +104,6 @@ def make_encoder_backbone(folder: Path, model_type: str, num_layers: int = 4, se
                 p.mul_(4.0)  # absolute positions must matter (RoBERTa's offset is checked through them)
     folder = Path(folder)
     model.save_pretrained(folder)
-    make_encoder_tokenizer(folder, model_type, vocab_size=min(vocab_size - 100, 400),
+    make_encoder_tokenizer(folder, model_type, vocab_size=min(vocab_size - 100, tokenizer_vocab),
                            texts=list(tokenizer_texts))
     return folder

@@ -102,7 +102,8 @@ def make_backbone(folder: Path, model_type: str = "llama", num_layers: int = 4, 
 
     if model_type in TINY_ENCODER_CONFIGS:  # BERT, RoBERTa, ModernBERT: tokenizers with their text templates
         return make_encoder_backbone(folder, model_type, num_layers, seed, vocab_size, tokenizer_texts or CORPUS * 4,
-                                     **overrides)
+                                     tokenizer_vocab=min(vocab_size - 100, 400 if tokenizer_texts is None
+                                                         else vocab_size - 100), **overrides)
 
     torch.manual_seed(seed)
     fields = {"max_position_embeddings": 512, **TINY_CONFIGS.get(model_type, {}), **overrides}

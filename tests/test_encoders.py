@@ -6,10 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import TESTED_ENCODERS, TINY_LAYER
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from conftest import TESTED_ENCODERS, TINY_LAYER
 
 from tommer.exporter.export import export_bundle
 from tommer.exporter.reference import dense_span_probs, dense_to_band, reference_band
@@ -194,8 +193,8 @@ def test_non_causal_band_matches_reference(window, closing, mask_opening, mask_b
     closing tokens) against the dense reference, on random geometries and padded batches."""
     import dataclasses
 
-    import onnxruntime as ort
     import onnx_ir as ir
+    import onnxruntime as ort
 
     from tommer.exporter.graph import head_only_model
     from tommer.exporter.head import Head
@@ -223,3 +222,19 @@ def test_non_causal_band_matches_reference(window, closing, mask_opening, mask_b
         assert span_set(band[b, :length], 0.5) == span_set(want[b, :length], 0.5)
         if closing:
             assert not band[b, max(length - closing, 0):].any()
+
+
+@pytest.mark.parametrize("arch,dtype,quantize", [("bert", "fp32", "int8"), ("modernbert", "fp32", "int8"),
+                                                  ("roberta", "fp16", None), ("modernbert", "bf16", None)])
+def test_encoder_low_precision_records_span_agreement(arch, dtype, quantize, encoder_bundles, tmp_path):
+    """int8 (per-row activation scales: batch invariant) and fp16/bf16, as for decoders: the report
+    holds span agreement against the fp32 reference, and batch invariance for int8 is exact."""
+    backbone, head, _ = encoder_bundles(arch)
+    out = tmp_path / "bundle"
+    manifest = export_bundle(ExportOptions(backbone=str(backbone), head=str(head), layer=TINY_LAYER, output=str(out),
+                                           dtype=dtype, quantize=quantize))
+    report = manifest.validation
+    assert manifest.tokenizer.template_after and manifest.dtype == dtype and manifest.quantization == quantize
+    assert 0.5 <= report["dice"] <= 1.0 and 0.0 <= report["exact_match_rate"] <= 1.0 and "reference_spans" in report
+    if quantize == "int8":
+        assert report["batch_invariance_max_abs_diff"] <= 1e-5

@@ -70,7 +70,8 @@ class BundleTokenizer:
         return cls(Path(folder) / info.file, info.bos_token_id, info.pad_token_id, info.after_ids)
 
     def close(self, encoding: Encoding) -> Encoding:
-        """``encoding`` (BOS + text) with the closing template tokens appended, offsets (0, 0): what the graph reads."""
+        """``encoding`` (BOS + text) with the closing template tokens appended, offsets (0, 0): what the graph
+        reads."""
         if not self.after_ids:
             return encoding
         after = np.asarray(self.after_ids, dtype=np.int64)
