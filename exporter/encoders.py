@@ -227,3 +227,39 @@ def close_encodings(encodings: list, after: tuple[int, ...], max_tokens: int) ->
     keep = max_tokens - len(after)
     return [Encoding(np.concatenate([e.ids[:keep], tail]),
                      np.concatenate([e.offsets[:keep], np.zeros((len(tail), 2), dtype=np.int64)])) for e in encodings]
+
+
+ENCODER_NAME_PARTS = ("bert", "roberta", "modernbert", "deberta", "electra")
+
+
+def named_kind(llm_name: str) -> str | None:
+    """``encoder`` or ``decoder`` for the LLM a head names, from tommer's table of published heads
+    (``exporter/data/published_heads.json``: its ``model_type``), else from the name itself (an
+    encoder family's name in it); None when neither tells."""
+    import json
+
+    name = (llm_name or "").strip().rstrip("/").lower()
+    if not name:
+        return None
+    table = json.loads((Path(__file__).parent / "data" / "published_heads.json").read_text())
+    for head in table.get("heads", []):
+        if str(head.get("llm_name", "")).lower() in (name, name.rsplit("/", 1)[-1]) and head.get("model_type"):
+            return "encoder" if is_encoder(head["model_type"]) else "decoder"
+    last = name.rsplit("/", 1)[-1]
+    return "encoder" if any(part in last for part in ENCODER_NAME_PARTS) else None
+
+
+def kind_mismatch(llm_name: str, model_type: str) -> str | None:
+    """Why a head named after an encoder cannot run on a decoder backbone (or the reverse); None if it can."""
+    wanted = named_kind(llm_name)
+    found = "encoder" if is_encoder(model_type) else "decoder"
+    if wanted is None or wanted == found:
+        return None
+    reads = "bidirectional" if wanted == "encoder" else "causal"
+
+    def a(kind: str) -> str:
+        return f"an {kind}" if kind == "encoder" else f"a {kind}"
+
+    return (f"the head was trained on {llm_name!r}, {a(wanted)}, but the backbone is {a(found)} ({model_type}): "
+            f"{a(wanted)} head reads {reads} hidden states, which this backbone does not produce; pass the "
+            f"{wanted} the head names as --backbone (--allow-head-mismatch does not lift this)")

@@ -27,7 +27,7 @@ from ..runtime.errors import ExportError, collect_and_raise
 from ..runtime.core.tokenization import BundleTokenizer
 from .backbone import (BackboneSource, TruncatedBackbone, hidden_states_after_block, inspect_backbone,
                        load_truncated_backbone, opening_token)
-from .encoders import close_encodings, is_encoder, opens_with_bos, template_tokenizer_info
+from .encoders import close_encodings, is_encoder, kind_mismatch, opens_with_bos, template_tokenizer_info
 from .graph import (TORCH_DTYPES, attach_head, cast_keeping_rotary_fp32, export_backbone, fuse_for_onnxruntime,
                     fused_op_counts, inline_head, quantize_int8, save_model)
 from .head import Head, head_defaults, load_head
@@ -95,6 +95,8 @@ def check_compatible(head: Head, src: BackboneSource, layer: int, allow_mismatch
     if head.hidden_size != src.hidden_size:
         problems.append(f"head {head.source} reads hidden states of size {head.hidden_size}, backbone "
                         f"{src.source} has hidden size {src.hidden_size}: they do not belong together")
+    if kind := kind_mismatch(head.config.llm_name, src.model_type):  # encoder head on a decoder, or the reverse
+        problems.append(f"head {head.source}: {kind}")
     mismatch = backbone_mismatch(head, src) if not problems else None
     if mismatch and not allow_mismatch:
         problems.append(f"{mismatch}: pass --backbone {alias_target(head.config.llm_name) or head.config.llm_name} "

@@ -167,9 +167,28 @@ def test_encoder_head_on_decoder_is_refused(tiny_factory, tmp_path):
 
     backbone, _ = tiny_factory("llama")
     head = make_head(tmp_path / "head", hidden_size=64, layer=TINY_LAYER, llm_name="FacebookAI/roberta-base")
-    with pytest.raises(ExportError, match="trained on 'FacebookAI/roberta-base'"):
+    for allow in (False, True):  # --allow-head-mismatch does not lift it
+        with pytest.raises(ExportError, match="'FacebookAI/roberta-base', an encoder, but the backbone is a decoder"):
+            export_bundle(ExportOptions(backbone=str(backbone), head=str(head), layer=TINY_LAYER,
+                                        output=str(tmp_path / "out"), allow_head_mismatch=allow))
+
+
+def test_decoder_head_on_encoder_is_refused(encoder_bundles, tmp_path):
+    from tommer.exporter.random_models import make_head
+
+    backbone, _, _ = encoder_bundles("bert")
+    head = make_head(tmp_path / "head", hidden_size=64, layer=TINY_LAYER, llm_name="meta-llama/Llama-3.2-1B")
+    with pytest.raises(ExportError, match="'meta-llama/Llama-3.2-1B', a decoder, but the backbone is an encoder"):
         export_bundle(ExportOptions(backbone=str(backbone), head=str(head), layer=TINY_LAYER,
-                                    output=str(tmp_path / "out")))
+                                    output=str(tmp_path / "out"), allow_head_mismatch=True))
+
+
+def test_named_kind():
+    from tommer.exporter.encoders import named_kind
+
+    assert named_kind("FacebookAI/roberta-base") == "encoder" and named_kind("bert-base-uncased") == "encoder"
+    assert named_kind("answerdotai/ModernBERT-base") == "encoder"
+    assert named_kind("meta-llama/Llama-3.2-1B") == "decoder" and named_kind("random/backbone") is None
 
 
 def test_non_causal_head_without_window_is_refused(tmp_path):
