@@ -41,7 +41,8 @@ def default_output(backbone: str | None, layer: int | None, dtype: str, quantize
 
 
 def _local_head_name(folder: Path):
-    from .head import LAYOUTS, read_head_fields
+    from .head import LAYOUTS
+    from .head_config import read_head_fields
     from .hub import HeadName
 
     for config_file, _ in LAYOUTS:

@@ -14,7 +14,6 @@ type ``ToMMeR``): the class defaults of the reference code differ from the publi
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..runtime.bundle import HeadConfig
 from ..runtime.errors import ExportError, collect_and_raise
+from .head_config import _is_tommer, _read_objects, read_head_fields
 from .hub import (CARD_REPO, HEAD_OWNER, LOGIN_HINT, HubUnreachable, RepoNotFound, canonical_head_id,
                   default_head_id, no_head_error, parse_head_name, published_layers, resolve_snapshot)
 
@@ -65,39 +65,6 @@ class Head:
             return self
         return dataclasses.replace(self, config=dataclasses.replace(self.config, mask_bos=bool(has_bos)),
                                    mask_bos_from_tokenizer=False)
-
-
-def _objects(data: Any) -> list:
-    """experimaestro objects: a list (experimaestro.json) or ``{"objects": [...]}`` (definition.json)."""
-    objects = data["objects"] if isinstance(data, dict) else data
-    if not isinstance(objects, list):
-        raise TypeError(f"expected a list of objects, found {type(objects).__name__}")
-    return objects
-
-
-def _is_tommer(obj: Any) -> bool:
-    return isinstance(obj, dict) and (obj.get("type") == "ToMMeR" or str(obj.get("typename", "")).endswith(".ToMMeR"))
-
-
-def _read_objects(path: Path) -> list:
-    try:
-        return _objects(json.loads(path.read_text()))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ExportError(f"{path}: not a readable llm2ner head configuration ({exc})") from exc
-
-
-def read_head_fields(path: Path) -> dict[str, Any]:
-    """The ``fields`` of the one ``ToMMeR`` object of an ``experimaestro.json`` or ``definition.json`` (pure JSON)."""
-    objects = _read_objects(path)
-    found = [o for o in objects if _is_tommer(o)]
-    if len(found) != 1:
-        kinds = sorted({str(o.get("type")) for o in objects if isinstance(o, dict)})
-        raise ExportError(f"{path}: expected exactly one object of type ToMMeR, found {len(found)} (types present: {kinds})")
-    fields = found[0].get("fields", {})
-    missing = [k for k in ("llm_name", "layer", "rank") if k not in fields]
-    if missing:
-        raise ExportError(f"{path}: the ToMMeR object lacks {missing}")
-    return fields
 
 
 def read_head_config(definition: Path) -> HeadConfig:

@@ -244,7 +244,7 @@ def _head_config_file(model: Any) -> str:
 
 def _hub_row(api: Any, model: Any, gated: dict[str, bool | None]) -> PublishedHead | None:
     """A listed repository as a row (None when it is no ToMMeR head)."""
-    from .head import read_head_fields  # pure JSON parsing, no torch
+    from .head_config import read_head_fields  # pure JSON parsing, no torch
 
     config_name = _head_config_file(model)
     if not config_name:
