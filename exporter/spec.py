@@ -42,7 +42,7 @@ class ExportSpec:
     threshold: float = 0.5  # decoding threshold for span-level agreement
     # validation: texts longer than this (the one near the window) are batched with one short text,
     # not padded into the batch of all texts
-    long_text_over_tokens: int = 256
+    long_text_over_tokens: int = 512
 
     def opset_for(self, target: str) -> int:
         return self.tensorrt_opset if target == "tensorrt" else self.opset
