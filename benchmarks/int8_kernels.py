@@ -10,7 +10,7 @@ the CPU provider and in one process, a ``MatMul`` by a constant weight in four f
   per block of each row), as onnxruntime's ``MatMulNBitsQuantizer`` writes it;
 * ``dynamic``: ``quantize_dynamic`` (per-channel int8 weights, one activation scale per
   tensor, fused by onnxruntime into ``DynamicQuantizeMatMul``);
-* ``row``: what ``tommer-export --quantize int8`` writes (``exporter/graph.py:
+* ``row``: what ``tommer-export --quantize int8`` writes (``exporter/rewrites/int8.py:
   quantize_int8``): one activation scale per row, ``MatMulIntegerToFloat``.
 
 and reports GFLOP/s, the error against fp32, and batch invariance: the largest change
@@ -51,7 +51,7 @@ def build_variants(weight: np.ndarray, folder: Path) -> dict[str, Path]:
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-    from tommer.exporter.graph import quantize_int8
+    from tommer.exporter.rewrites import quantize_int8
     from tommer.exporter.spec import ExportSpec
 
     paths = {name: folder / f"{name}.onnx" for name in ("fp32", "nbits", "dynamic", "row")}

@@ -6,7 +6,7 @@ import numpy as np
 import onnx_ir as ir
 import pytest
 
-from tommer.exporter.graph import attention_on_3d
+from tommer.exporter.rewrites.attention_3d import attention_on_3d
 from tommer.runtime.execution.session import create_session
 
 B, S, HQ, HK, D = 2, 7, 4, 2, 8

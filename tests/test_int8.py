@@ -7,7 +7,7 @@ import onnx_ir as ir
 import pytest
 
 from tommer.benchmarks.int8_kernels import _matmul_model
-from tommer.exporter.graph import quantize_int8
+from tommer.exporter.rewrites.int8 import quantize_int8
 from tommer.exporter.spec import ExportSpec
 from tommer.runtime.execution.session import create_session
 
