@@ -129,7 +129,8 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     backbone, head = build(args.work)
     arms = {"fp32": ("fp32", False), "fp16": ("fp16", False), "fp16-rounded-rotary": ("fp16", True)}
-    exports = {name: export(backbone, head, args.work / name, dtype, rounded) for name, (dtype, rounded) in arms.items()}
+    exports = {name: export(backbone, head, args.work / name, dtype, rounded)
+               for name, (dtype, rounded) in arms.items()}
 
     from tommer.runtime.bundle import read_manifest
     from tommer.runtime.core.tokenization import BundleTokenizer

@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 
 from ..runtime.core.decoding import decode_threshold
-from ..runtime.errors import ParityError, collect_and_raise
-from ..runtime.quality.evaluate import span_agreement
-from ..runtime.execution.session import create_session, run_band
 from ..runtime.core.tokenization import Encoding, pad_batch
+from ..runtime.errors import ParityError, collect_and_raise
+from ..runtime.execution.session import create_session, run_band
+from ..runtime.quality.evaluate import span_agreement
 from .spec import ExportSpec
 from .texts import LONG_VALIDATION_TEXT, VALIDATION_TEXTS
 
@@ -87,7 +87,8 @@ def error_by_position(reference: list[np.ndarray], bands: list[np.ndarray]) -> d
 
 
 def run_graph(model_path: Path, refs: ReferenceSet, pad_token_id: int, spec: ExportSpec,
-              provider: str = "cpu", low_memory: bool = True) -> tuple[list[dict[int, np.ndarray]], list[tuple[int, int]]]:
+              provider: str = "cpu",
+              low_memory: bool = True) -> tuple[list[dict[int, np.ndarray]], list[tuple[int, int]]]:
     """Run the graph over several batch layouts; returns {text index: band} per layout, and shapes.
 
     ``low_memory`` skips weight pre-packing; never for quantized graphs, whose kernels
@@ -183,8 +184,8 @@ def validate_graph(model_path: Path, refs: ReferenceSet, pad_token_id: int, dtyp
         "tokens": int(sum(len(e) for e in refs.encodings)),
         "batch_shapes": [list(s) for s in shapes],
         "max_abs_error": max(errors),
-        "max_abs_error_by_position": error_by_position(
-            [refs.bands[i] for layout in per_layout for i in layout], [b for layout in per_layout for b in layout.values()]),
+        "max_abs_error_by_position": error_by_position([refs.bands[i] for layout in per_layout for i in layout],
+                                                       [b for layout in per_layout for b in layout.values()]),
         "longest_text_tokens": max(len(e) for e in refs.encodings),
         "batch_invariance_max_abs_diff": invariance,
         "batch_invariance_exact_match_rate": invariant_spans["exact_match_rate"],
@@ -203,7 +204,8 @@ def validate_graph(model_path: Path, refs: ReferenceSet, pad_token_id: int, dtyp
                             f"> tolerance {spec.fp32_max_abs_error:g}")
         if worst["exact_match_rate"] < 1.0:
             problems.append(f"decoded spans differ from the reference on "
-                            f"{(1 - worst['exact_match_rate']) * len(refs.encodings):.0f} text(s) at threshold {spec.threshold}")
+                            f"{(1 - worst['exact_match_rate']) * len(refs.encodings):.0f} text(s) "
+                            f"at threshold {spec.threshold}")
     elif worst["dice"] < spec.low_precision_min_dice:
         problems.append(f"span DICE against fp32 reference {worst['dice']:.3f} < {spec.low_precision_min_dice}")
     if invariance > invariance_tolerance:

@@ -47,7 +47,8 @@ def test_the_gpu_install_resolves(tmp_path):
         if re.search(r"(?i)connection|network|resolve host|timed out|No matching distribution", done.stderr):
             pytest.skip(f"no package index reachable: {done.stderr.strip().splitlines()[-1]}")
         pytest.fail(done.stderr)
-    installed = {i["metadata"]["name"].lower(): i["metadata"]["version"] for i in json.loads(report.read_text())["install"]}
+    installed = {i["metadata"]["name"].lower(): i["metadata"]["version"]
+                 for i in json.loads(report.read_text())["install"]}
     floor = tuple(int(x) for x in gpu_extra()[0].split(">=")[1].split("."))
     assert tuple(int(x) for x in installed["onnxruntime-gpu"].split(".")[:3]) >= floor
     assert any(name.startswith("nvidia-cuda-runtime") for name in installed)

@@ -55,7 +55,8 @@ def test_expanded_heads_give_identical_outputs(tmp_path, three_d, masked):
     np.testing.assert_array_equal(after, before)  # the same dot products, bit for bit
     # query head h reads K/V head h // group: the repeated heads are grouped, not interleaved
     if not three_d and not masked:
-        grouped = {"q": feed["q"], "k": np.repeat(feed["k"], HQ // HK, axis=1), "v": np.repeat(feed["v"], HQ // HK, axis=1)}
+        grouped = {"q": feed["q"], "k": np.repeat(feed["k"], HQ // HK, axis=1),
+                   "v": np.repeat(feed["v"], HQ // HK, axis=1)}
         mha = _attention(False, False)
         for x in mha.graph.inputs[1:]:
             x.shape = ir.Shape(["b", HQ, "s", D])

@@ -43,28 +43,30 @@ def unfused_attention_workspace_bytes(batch: int, q_heads: int, seq: int, kv_seq
     return 2 * element_bytes * batch * q_heads * seq * kv_seq
 
 
-def _static(dim) -> int | None:
+def _static(dim: object) -> int | None:
     return dim if isinstance(dim, int) else None
 
 
 def _heads(attention: ir.Node) -> tuple[int, int, int, int, bool] | None:
     """(q_heads, kv_heads, head_size, v_head_size, three_d) of an Attention node, when known statically."""
-    q, k, v = attention.inputs[:3]
-    if any(x is None or x.shape is None for x in (q, k, v)):
+    shapes = [x.shape if x is not None else None for x in attention.inputs[:3]]
+    q, k, v = shapes
+    if q is None or k is None or v is None:
         return None
     if "q_num_heads" in attention.attributes:  # 3-D: (batch, seq, heads * dim)
         hq = attention.attributes["q_num_heads"].as_int()
         hk = attention.attributes["kv_num_heads"].as_int()
-        widths = [_static(x.shape[-1]) if len(x.shape) == 3 else None for x in (q, k, v)]
-        if None in widths or widths[0] % hq or widths[1] % hk or widths[2] % hk:
+        widths = [_static(x[-1]) if len(x) == 3 else None for x in (q, k, v)]
+        wq, wk, wv = widths
+        if wq is None or wk is None or wv is None or wq % hq or wk % hk or wv % hk:
             return None
-        return hq, hk, widths[1] // hk, widths[2] // hk, True
-    if len(q.shape) != 4 or len(k.shape) != 4 or len(v.shape) != 4:  # 4-D: (batch, heads, seq, dim)
+        return hq, hk, wk // hk, wv // hk, True
+    if len(q) != 4 or len(k) != 4 or len(v) != 4:  # 4-D: (batch, heads, seq, dim)
         return None
-    dims = [_static(q.shape[1]), _static(k.shape[1]), _static(k.shape[3]), _static(v.shape[3])]
-    if None in dims or dims[1] != _static(v.shape[1]):
+    hq4, hk4, size, v_size = _static(q[1]), _static(k[1]), _static(k[3]), _static(v[3])
+    if hq4 is None or hk4 is None or size is None or v_size is None or hk4 != _static(v[1]):
         return None
-    return dims[0], dims[1], dims[2], dims[3], False
+    return hq4, hk4, size, v_size, False
 
 
 def _repeat_heads(graph: ir.Graph, x: ir.Value, kv_heads: int, group: int, size: int, three_d: bool,
@@ -80,7 +82,8 @@ def _repeat_heads(graph: ir.Graph, x: ir.Value, kv_heads: int, group: int, size:
     repeat = ir.node("Expand", inputs=[first.outputs[0], shapes[1]], name=f"{prefix}/Expand")
     last = ir.node("Reshape", inputs=[repeat.outputs[0], shapes[2]], name=f"{prefix}/Reshape_merged")
     out = last.outputs[0]
-    out.dtype = x.dtype
+    out.dtype = x.dtype  # type: ignore[assignment]  # (None stays unknown)
+    assert x.shape is not None  # checked by _heads
     dims = list(x.shape)
     if three_d:
         dims[2] = kv_heads * group * size
@@ -111,7 +114,9 @@ def expand_kv_heads(model: ir.Model) -> int:
         name = attention.name or f"attention_{expanded}"
         new_nodes = []
         for index, width in ((1, size), (2, v_size)):
-            nodes, value = _repeat_heads(graph, attention.inputs[index], hk, group, width, three_d,
+            kv = attention.inputs[index]
+            assert kv is not None  # checked by _heads
+            nodes, value = _repeat_heads(graph, kv, hk, group, width, three_d,
                                          f"tommer_kv/{name}/{'kv'[index - 1]}")
             new_nodes += nodes
             attention.replace_input_with(index, value)
