@@ -149,7 +149,7 @@ def test_bad_inputs_write_nothing(tiny_bundle, tmp_path):
     assert not (tmp_path / "out").exists(), "nothing written, not even the good file"
     assert good.exists()
     missing = cli(tmp_path / "nowhere.parquet", "--model", tiny_bundle)
-    assert missing.returncode == 2 and "no Parquet file found" in missing.stderr
+    assert missing.returncode == 2 and "nowhere.parquet: does not exist" in missing.stderr
 
 
 def test_existing_output_and_bundle_checks(tiny_bundle, tmp_path):

@@ -289,7 +289,7 @@ def test_urls_on_an_fsspec_filesystem_with_globs_and_resume(annotator, tmp_path)
         assert pq.read_table(fh).equals(local)
     with fs.open("/out/b.parquet", "rb") as fh:
         assert keys(pq.read_table(fh).column("mentions")) == keys(local.column("mentions"))
-    with pytest.raises(InputError, match="memory://nowhere: no Parquet file found"):
+    with pytest.raises(InputError, match="memory://nowhere: does not exist"):
         annotate_files(annotator, "memory://nowhere", "memory://out2/")
 
 

@@ -37,9 +37,9 @@ def _columns(value: Optional[str]) -> Optional[list[str]]:
 
 @app.command(cls=Command)
 def annotate(
-    source: Optional[str] = typer.Argument(None, help="A Parquet or JSON Lines file (.jsonl, .ndjson, .json; plain, .gz, .zst or .bz2), a folder of such files (recursive), or a glob; local or a URL (file://, s3://, gs://, hf://datasets/owner/name@revision/..., any fsspec filesystem)."),
-    model: Path = typer.Option(..., "--model", "-m", help="Bundle folder made by tommer-export."),
-    output: Optional[str] = typer.Option(None, "--output", "-o", help="Output file (*.parquet, one input) or folder (one output per input file, same relative names, .parquet); local or a URL. [default: <input>.mentions.parquet beside a single input file]"),
+    source: Optional[list[str]] = typer.Argument(None, metavar="SOURCE", help="A Parquet or JSON Lines file (.jsonl, .ndjson, .json; plain, .gz, .zst or .bz2), a folder of such files (recursive), or a glob; local or a URL (file://, s3://, gs://, hf://datasets/owner/name@revision/..., any fsspec filesystem). Several (an unquoted glob the shell expanded, or names listed) are one set of inputs, like a quoted glob."),
+    model: Path = typer.Option(..., "--model", "-m", help="Bundle folder made by tommer-export (or a file in it, such as bundle/model.onnx)."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="Outputs are Parquet. One input file: a file name ending in .parquet, or a folder ending in / (out/ writes out/<name>.parquet); any other name is an error. A folder, a glob or several inputs: a folder (one output per input file, same relative names). Local or a URL. [default: <input>.mentions.parquet beside a single input file]"),
     text_column: Optional[str] = typer.Option(None, help="Column holding the text; a dotted name reaches a nested field (meta.body). [default: 'text'; if absent, the only string column]"),
     columns: Optional[str] = typer.Option(None, help="Comma-separated input columns to keep in the output, e.g. 'id'. [default: all]"),
     decoding: Decoding = typer.Option(Decoding("threshold"), help="threshold: every span above the threshold (nested and overlapping kept); greedy: best first, no overlap; flat: best non-overlapping total; nested: best well-nested set."),
@@ -58,7 +58,7 @@ def annotate(
     cache_dir: Optional[Path] = typer.Option(None, help="Folder for TensorRT engine and timing caches (one subfolder per bundle), reused by later runs and Ray actors. [default: $TOMMER_CACHE, else $XDG_CACHE_HOME/tommer, else ~/.cache/tommer]"),
     host_threads: int = typer.Option(0, help="Threads for each host stage (tokenize, decode, write) around the one that runs the model; 0: one per 4 usable cores, 1 to 8."),
     limit: Optional[int] = typer.Option(None, help="Annotate only the first N rows, in input order across the files (sorted names); later files are not read and get no output. For a trial run. [default: every row]"),
-    sample: Optional[int] = typer.Option(None, help="Annotate N rows drawn uniformly at random without replacement from all input rows (JSON Lines inputs are read once more to count them), kept in input order; files with none get no output. [default: every row]"),
+    sample: Optional[int] = typer.Option(None, help="Annotate N rows drawn uniformly at random without replacement from all input rows (JSON Lines inputs are read once more to count them), kept in input order; files with none get no output. N above the rows there are: every row, and the summary says so. [default: every row]"),
     seed: int = typer.Option(0, help="Random seed of --sample: the same inputs and seed give the same rows."),
     resume: bool = typer.Option(False, help="Continue an interrupted run: keep finished outputs and finished parts. With --engine ray: keep the complete output folders (those with _SUCCESS) and redo the others from scratch."),
     overwrite: bool = typer.Option(False, help="Replace existing outputs (with --engine ray: every output folder of the inputs)."),
@@ -89,11 +89,12 @@ def annotate(
     if not source:
         typer.echo("error: Missing argument 'SOURCE' (the inputs to annotate; --check needs none)", err=True)
         raise typer.Exit(code=2)
+    sources = source[0] if len(source) == 1 else source
     if engine is Engine.ray and (limit is not None or sample is not None):
         typer.echo("error: --limit and --sample work with the local engine only", err=True)
         raise typer.Exit(code=2)
     if engine is Engine.ray:
-        _annotate_ray(model, source, output, run, options, workers=num_workers, cpus=num_cpus_per_worker,
+        _annotate_ray(model, sources, output, run, options, workers=num_workers, cpus=num_cpus_per_worker,
                       gpus=num_gpus_per_worker, address=ray_address, quiet=quiet, task_retries=ray_task_retries)
         return
     from ..annotator import Annotator
@@ -102,10 +103,10 @@ def annotate(
 
     try:
         with _signals_stop():
-            annotator = Annotator(model, options)
             with _progress(quiet, sys.stderr.isatty(), progress_every) as bar:
+                annotator = Annotator(_bundle_folder(model), options)
                 annotator.on_progress = bar and bar.advance
-                summary = annotate_files(annotator, source, output, run=run, on_total=bar and bar.set_total,
+                summary = annotate_files(annotator, sources, output, run=run, on_total=bar and bar.set_total,
                                          selection=Selection(limit, sample, seed))
     except TommerError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -115,6 +116,33 @@ def annotate(
         raise typer.Exit(code=128 + exc.signum) from None
     streams = annotator.options.streams
     _print_summary(summary, f"{annotator.provider} ({streams} stream{'s' if streams > 1 else ''})")
+    _note_selection(summary, limit, sample)
+
+
+def _bundle_folder(model: Path) -> Path:
+    """The bundle folder ``--model`` names: a file in a bundle (``bundle/model.onnx``, ``bundle/tommer.json``)
+    stands for its folder."""
+    from ..bundle import MANIFEST_NAME
+    from ..errors import BundleError
+
+    if not model.is_file():
+        return model
+    if (model.parent / MANIFEST_NAME).is_file():
+        return model.parent
+    raise BundleError(f"--model {model} is a file: --model takes the bundle folder made by tommer-export "
+                      f"(the folder holding {MANIFEST_NAME}, model.onnx and tokenizer.json)")
+
+
+def _note_selection(summary, limit: int | None, sample: int | None) -> None:
+    """Say so when --limit or --sample asked for more rows than the inputs hold (every row was annotated)."""
+    asked = sample if sample is not None else limit
+    if asked is None:
+        return
+    held = summary.stats.rows + summary.resumed_rows
+    if asked > held:
+        flag = "--sample" if sample is not None else "--limit"
+        typer.echo(f"note: {flag} {asked:,} asked for more rows than the inputs hold ({held:,}): every row was "
+                   "annotated")
 
 
 def _print_summary(summary, where: str) -> None:
@@ -146,7 +174,7 @@ def _annotate_ray(model, source, output, run, options, *, workers: int, cpus: fl
         if output is None:
             raise InputError("--engine ray needs --output FOLDER (one output folder per input file)")
         with _signals_stop():
-            summary = annotate_files_ray(model, source, output, run=run, workers=workers, num_cpus_per_worker=cpus,
+            summary = annotate_files_ray(_bundle_folder(model), source, output, run=run, workers=workers, num_cpus_per_worker=cpus,
                                          num_gpus_per_worker=gpus, options=options, address=address, quiet=quiet,
                                          task_retries=task_retries)
     except TommerError as exc:
@@ -199,7 +227,8 @@ class _progress:
     """Progress in rows and tokens, moving within a chunk (``Annotator.on_progress``, once per batch).
 
     On a terminal: a rich bar (rows of the total, tokens, tokens/s, elapsed, ETA). Elsewhere (logs,
-    ``nohup``, schedulers): a plain line on stderr every ``every`` seconds. ``silent``: nothing.
+    ``nohup``, schedulers): a plain line on stderr at once (loading the bundle, checking the inputs),
+    again when the rows to do are known, then every ``every`` seconds. ``silent``: nothing.
     """
 
     def __init__(self, silent: bool, terminal: bool, every: float):
@@ -219,12 +248,23 @@ class _progress:
                                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), transient=True)
             self.bar.__enter__()
             self.task = self.bar.add_task("annotate", total=None, rows="0", rate="")
+        else:
+            self._write("progress: loading the bundle and checking the inputs")
         return self
 
     def set_total(self, rows: int) -> None:
         self.total = rows
         if self.terminal:
             self.bar.update(self.task, total=rows, rows=f"0/{rows:,}")
+        elif not self.silent:
+            with self.lock:
+                self.last = now = time.perf_counter()
+                self._write(self.line(now, 0.0))
+
+    @staticmethod
+    def _write(line: str) -> None:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
 
     def advance(self, rows: float, tokens: int) -> None:
         with self.lock:
@@ -237,8 +277,7 @@ class _progress:
                                 rate=f"{self.tokens:,} tokens, {rate:,.0f} tokens/s")
             elif now - self.last >= self.every:
                 self.last = now
-                sys.stderr.write(self.line(now, rate) + "\n")
-                sys.stderr.flush()
+                self._write(self.line(now, rate))
 
     def line(self, now: float, rate: float) -> str:
         done, total = int(self.rows), self.total or 0

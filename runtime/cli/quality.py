@@ -71,8 +71,10 @@ def _rows_by_id(keys: list, path: Path | str, id_column: str) -> dict[Any, int]:
 
 
 def _aligned(first: dict, second: dict, f_path: Path, s_path: str, id_column: str | None,
-             text_column: str) -> tuple[list[int], list[int], list[Any]]:
-    """Row indices of ``first`` and ``second`` that belong together, and the row ids (linear time)."""
+             text_column: str, unmatched: str = "pass --id-column") -> tuple[list[int], list[int], list[Any]]:
+    """Row indices of ``first`` and ``second`` that belong together, and the row ids (linear time).
+
+    ``unmatched``: the advice when the row counts differ and there is no id column."""
     n1 = len(next(iter(first.values()), []))
     n2 = len(next(iter(second.values()), []))
     if id_column:
@@ -90,7 +92,7 @@ def _aligned(first: dict, second: dict, f_path: Path, s_path: str, id_column: st
     else:
         if n1 != n2:
             raise InputError(f"{f_path} has {n1} rows and {s_path} has {n2}: they cannot be matched by position "
-                             "(pass --id-column)")
+                             f"({unmatched})")
         left, right, ids = list(range(n1)), list(range(n2)), list(range(n1))
     if text_column in first and text_column in second:
         for i, j, key in zip(left, right, ids):
@@ -149,13 +151,14 @@ def evaluate(
 
 def _gold(predictions: str, gold: str, id_column, text_column, gold_column, sweep, plot) -> dict[str, Any]:
     from ..quality import evaluate as ev
-    from ..quality.bio import read_bio
+    from ..quality.bio import read_bio, rows_advice
 
     per_file, all_pred, all_gold, all_cands, floors = {}, [], [], [], []
     for p_path, g_path in _pairs(predictions, gold):
         bio = g_path.suffix.lower() in BIO_SUFFIXES
         if bio and id_column:
-            raise InputError(f"{g_path}: a BIO file has no ids, its sentences are matched by position: drop --id-column")
+            raise InputError(f"{g_path}: a BIO file has no ids, its sentences are matched by position: drop "
+                             f"--id-column ({rows_advice(g_path)})")
         pred = _read(p_path, [c for c in (id_column, text_column, "mentions", "candidates") if c],
                      {id_column: "--id-column"} if id_column else None)
         if "mentions" not in pred:
@@ -163,7 +166,7 @@ def _gold(predictions: str, gold: str, id_column, text_column, gold_column, swee
         if bio:
             texts, spans = read_bio(g_path)
             g = {text_column: texts, "spans": spans}
-            left, right, _ = _aligned(pred, g, p_path, str(g_path), None, text_column)
+            left, right, _ = _aligned(pred, g, p_path, str(g_path), None, text_column, rows_advice(g_path))
             golds = [spans[j] for j in right]
         else:
             g = _read(g_path, [c for c in (id_column, text_column, gold_column) if c],

@@ -9,7 +9,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -26,6 +26,7 @@ from .chunk import Chunk
 from .columns import append_results, column_at, resolve_text_column, texts_of
 from .decoding import SELECTORS
 from .mentions import Mention, mention_lists
+from .partial import Progress
 from .spans import ChunkText, Hits, band_hits, mentions_column
 from .tokenization import BundleTokenizer
 from .windows import plan_windows
@@ -118,6 +119,11 @@ class Annotator:
         thresholded as soon as it comes out of the graph and then freed. With several
         streams, that many batches run at once (one runner each); results are taken in
         batch order, so the output does not depend on the number of streams.
+
+        ``chunk.partial`` (a ``partial.Partial`` of this chunk, from an interrupted run): its
+        windows are not run again and their hits are merged. On return, and also when a batch
+        fails or the run is cancelled, ``chunk.partial`` holds every window done so far and its
+        hits, for the caller to keep (the local engine saves it on an interrupt).
         """
         start = time.perf_counter()
         opts, tokens = self.options, chunk.tokens
@@ -126,9 +132,12 @@ class Annotator:
         win = plan_windows(tokens.lengths, opts.max_tokens - closing, opts.window_overlap)
         chunk.stats.documents_windowed += int(np.count_nonzero(np.bincount(win["doc"], minlength=1) > 1))
         first = tokens.start[win["doc"]] + win["start"]  # flat position of each window's first row
-        found, total = [], int(win["length"].sum())
         lengths = win["length"] + closing  # fed: BOS, the window's tokens, the closing tokens
-        batches = list(self.buckets.plan(lengths) if self.buckets else plan_exact(lengths, opts.batch_tokens))
+        total = int(lengths.sum())
+        progress = Progress(win, len(chunk.texts), floor, chunk.partial)
+        planned = list(self.buckets.plan(lengths) if self.buckets else plan_exact(lengths, opts.batch_tokens))
+        batches = progress.todo(planned, lengths, exact=self.buckets is None)
+        skipped = total - sum(int(lengths[b.index].sum()) for b in batches)  # tokens done before a resume
         free: queue.SimpleQueue[GraphRunner] = queue.SimpleQueue()  # runners not in use (one per stream)
         for runner in self.runners:
             free.put(runner)
@@ -144,26 +153,33 @@ class Annotator:
             finally:
                 free.put(runner)
 
+        futures = None
         if len(self.runners) > 1 and len(batches) > 1:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(len(self.runners), thread_name_prefix="tommer-stream")
-            results = self._pool.map(run_batch, batches)  # pending batches are cancelled if one fails
-        else:
-            results = map(run_batch, batches)
+            futures = [self._pool.submit(run_batch, b) for b in batches]
+        taken = 0
         try:
-            for batch, (padded, hits) in zip(batches, results):
+            if self.on_progress is not None and skipped:
+                self.on_progress(len(chunk.texts) * skipped / total, 0)
+            for batch in batches:
+                padded, hits = futures[taken].result() if futures else run_batch(batch)
+                taken += 1
                 chunk.stats.padded_tokens += padded
-                found.append(hits)
+                progress.add(batch.index, hits)
                 if self.on_progress is not None:
                     done = int(lengths[batch.index].sum())
                     self.on_progress(len(chunk.texts) * done / total, done)
+        except BaseException:
+            if futures:  # keep the batches other streams finished; the pending ones are cancelled
+                _finished_after_failure(batches[taken:], futures[taken:], progress)
+            raise
         finally:
-            if hasattr(results, "close"):
-                results.close()  # on an error: the batches not yet started are cancelled now
+            chunk.partial = progress.partial()
         if self.on_progress is not None and total == 0:  # only empty texts
             self.on_progress(len(chunk.texts), 0)
-        chunk.stats.tokens += int(win["length"].sum())
-        chunk.hits = Hits.concat(found)
+        chunk.stats.tokens += total - skipped
+        chunk.hits = chunk.partial.hits
         chunk.stats.seconds["infer"] += time.perf_counter() - start
         return chunk
 
@@ -241,6 +257,17 @@ def _reload(cls: type[Annotator], folder: str, options: AnnotateOptions, bundle_
         raise BundleError(f"{folder}: the bundle changed since this annotator was pickled "
                           f"(bundle id {bundle_id}, now {annotator.manifest.bundle_id})")
     return annotator
+
+
+def _finished_after_failure(batches: list, futures: list[Future], progress: Progress) -> None:
+    """After a failed or cancelled batch: cancel the batches not started, wait for those in flight, and
+    record the ones that finished (other streams may have finished batches after the failed one)."""
+    for future in futures:
+        future.cancel()
+    wait(futures)
+    for batch, future in zip(batches, futures):
+        if not future.cancelled() and future.exception() is None:
+            progress.add(batch.index, future.result()[1])
 
 
 def _select_per_document(hits: Hits, select) -> Hits:

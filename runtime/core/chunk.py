@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from .partial import Partial
     from .spans import Hits
     from .tokenization import TokenBatch
 
@@ -51,3 +52,6 @@ class Chunk:
     candidates: pa.Array | None = None
     stats: Stats = field(default_factory=Stats)
     payload: Any = None  # what the caller carries along (e.g. the input rows)
+    # windows already done (a resume: ``infer`` runs only the others); after ``infer``, and when it
+    # fails or is cancelled, every window done so far with its hits (see ``partial.py``)
+    partial: Partial | None = None

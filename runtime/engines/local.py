@@ -9,29 +9,41 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import pyarrow as pa
 
 from ..core.annotator import Annotator
 from ..core.chunk import Chunk, Stats
 from ..core.columns import append_results, column_at, texts_of
+from ..core.partial import Partial
 from ..errors import InputError, Interrupted, collect_and_raise
-from ..io.inputs import corpus_file, output_paths, resolve_inputs
+from ..io.inputs import corpus_file, format_problem, output_paths, resolve_inputs
 from ..io.metadata import read_tommer
 from ..io.parts import PartStore
 from ..io.selection import Selection, choose
 from ..io.sources import read_chunks
 from ..options import RunOptions
-from .inspect import (InputFile, Summary, finished_output_problem, inspect_input, metadata_for, output_record,
-                      run_fingerprint)
+from .inspect import (
+    InputFile,
+    Summary,
+    finished_output_problem,
+    inspect_input,
+    metadata_for,
+    output_record,
+    run_fingerprint,
+)
 from .pipeline import pipelined
 
 
-def annotate_files(annotator: Annotator, source: str, output: str | None, *, run: RunOptions | None = None,
-                   on_chunk: Callable[[Chunk], None] | None = None, on_total: Callable[[int], None] | None = None,
+def annotate_files(annotator: Annotator, source: str | Sequence[str], output: str | None, *,
+                   run: RunOptions | None = None, on_chunk: Callable[[Chunk], None] | None = None,
+                   on_total: Callable[[int], None] | None = None,
                    selection: Selection = Selection(), **run_fields) -> Summary:
     """Annotate every input file; all inputs are checked before anything is written.
+
+    ``source``: a file, a folder or a glob, or several of them (one set of inputs); ``output``: see
+    ``io/inputs.py`` (one input: a ``.parquet`` file or a folder ``out/``; several: a folder).
 
     ``run``: how files are walked (``options.RunOptions``); its fields may also be given as
     keywords (``text_column=``, ``columns=``, ``chunk_rows=``, ``host_threads=``, ``overwrite=``,
@@ -49,6 +61,10 @@ def annotate_files(annotator: Annotator, source: str, output: str | None, *, run
     for f, o in zip(files, outs):
         if remaining == 0:
             break  # --limit reached: later files are not read
+        problem = format_problem(f)
+        if problem:
+            problems.append(problem)
+            continue
         try:
             inputs.append(inspect_input(f, o, run.text_column, run.columns,
                                         annotator.options.keep_candidates is not None, scan_limit=remaining))
@@ -123,10 +139,18 @@ def _rows_done(item: InputFile, fingerprint: dict) -> int:
 
 def _annotate_one(annotator: Annotator, item: InputFile, record: dict, fingerprint: dict, run: RunOptions,
                   on_chunk: Callable[[Chunk], None] | None) -> Stats:
+    """Annotate one input into its part store, then join the parts into the output.
+
+    On any exception (Ctrl-C, ``Annotator.cancel``, an error), the model work of the chunks not yet
+    written is kept beside the parts (``_keep_unwritten``), so that a resume loses at most the
+    batches in flight: one per stream.
+    """
     assert run.chunk_rows is not None  # resolved by RunOptions.for_provider
     chunk_rows = run.chunk_rows
     store = PartStore(item.output, fingerprint, item.identity)
     done = store.start(run.resume)
+    saved = store.partial_indices() if run.resume else set()  # chunks an interrupted run got part way
+    unwritten: dict[int, Partial] = {}  # chunk index -> its windows done, until its part is written
     stats = Stats()
 
     def read() -> Iterator[Chunk]:
@@ -135,8 +159,17 @@ def _annotate_one(annotator: Annotator, item: InputFile, record: dict, fingerpri
             begin = time.perf_counter()
             chunk = Chunk(texts=texts_of(column_at(table, item.text_column), str(item.path), item.text_column),
                           payload=(index, table.select(item.keep)))
+            if index in saved:
+                chunk.partial = _saved_partial(store, index, table.num_rows)
             chunk.stats.seconds["read"] += time.perf_counter() - begin
             yield chunk
+
+    def infer(chunk: Chunk) -> Chunk:
+        try:
+            return annotator.infer(chunk)
+        finally:  # done or not: what the graph did for this chunk is kept until its part is written
+            if chunk.partial is not None and len(chunk.partial.windows):
+                unwritten[chunk.payload[0]] = chunk.partial
 
     schema = item.out_schema.remove_metadata()
 
@@ -144,14 +177,18 @@ def _annotate_one(annotator: Annotator, item: InputFile, record: dict, fingerpri
         begin = time.perf_counter()
         index, rows = chunk.payload
         store.write(index, append_results(rows, chunk).cast(schema))
+        unwritten.pop(index, None)
+        if index in saved:
+            store.drop_partial(index)
         chunk.payload = index
         chunk.texts, chunk.tokens, chunk.mentions, chunk.candidates = [], None, None, None  # free early
+        chunk.partial = None
         chunk.stats.seconds["write"] += time.perf_counter() - begin
         return chunk
 
     n = run.host_threads
     index = done
-    stages = [annotator.tokenize, annotator.infer, annotator.decode, write]
+    stages = [annotator.tokenize, infer, annotator.decode, write]
     chunks = pipelined(read(), stages, workers=[n, 1, n, n], cancel=annotator.cancel)
     try:
         for chunk in chunks:
@@ -162,9 +199,41 @@ def _annotate_one(annotator: Annotator, item: InputFile, record: dict, fingerpri
     except BaseException as exc:
         chunks.close()  # the graph run in flight is cancelled, every stage thread joined
         annotator.reset_cancel()
+        kept = _keep_unwritten(store, unwritten, exc)
         if isinstance(exc, Interrupted):
-            kept = store.finished_parts() if store.folder.is_dir() else 0
-            exc.kept.append(f"{item.output}: {kept} finished part(s) of {chunk_rows} rows kept in {store.folder}")
+            parts = store.finished_parts() if store.folder.is_dir() else 0
+            exc.kept.append(f"{item.output}: {parts} finished part(s) of {chunk_rows} rows kept in {store.folder}")
+            exc.kept += [f"{item.output}: {line}" for line in kept]
         raise
     store.finalize(item.out_schema.with_metadata(metadata_for(item, record, fingerprint)), index)
     return stats
+
+
+def _saved_partial(store: PartStore, index: int, rows: int) -> Partial | None:
+    """The windows of chunk ``index`` an interrupted run kept, or None (none, unreadable, another chunk)."""
+    arrays = store.read_partial(index)
+    partial = None if arrays is None else Partial.from_arrays(arrays)
+    return partial if partial is not None and partial.rows == rows else None
+
+
+def _keep_unwritten(store: PartStore, unwritten: dict[int, Partial], exc: BaseException) -> list[str]:
+    """Save the model work of the chunks whose part was not written; one line per chunk kept, for the user.
+
+    A failure to save never hides ``exc``: it is told in the lines (or in a note on ``exc``).
+    """
+    if not unwritten or not store.folder.is_dir():
+        return []
+    lines = []
+    try:
+        for index in sorted(unwritten):
+            p = unwritten[index]
+            path = store.write_partial(index, p.to_arrays())
+            what = (f"every window done ({p.rows:,} rows, not yet written)" if p.complete else
+                    f"the finished batches: {len(p.windows):,} of {p.total:,} windows, every window of "
+                    f"{p.rows_done:,} of {p.rows:,} rows")
+            lines.append(f"part {index}: {what}, kept in {path}")
+    except Exception as failure:  # noqa: BLE001 - told to the user, never in place of exc
+        lines.append(f"the finished batches could not be kept ({failure}): a resume redoes them")
+        if hasattr(exc, "add_note") and not isinstance(exc, Interrupted):
+            exc.add_note(lines[-1])
+    return lines

@@ -8,6 +8,12 @@ output (again through a temporary name) and the folder is removed. A resume cont
 the last complete part; the chunking does not depend on the interruption and a row's
 mentions do not depend on its batch, so the result equals an uninterrupted run.
 
+An interrupted run also leaves, for a chunk whose part it did not write, the model work it
+had done as ``part-000012.partial.npz`` (numpy arrays, written whole or not at all: the
+windows whose batches finished and their hits, see ``core/partial.py``); a resume runs only
+the other windows of that chunk. Both live under the same ``progress.json``, so the same
+fingerprint and input checks cover them.
+
 ``fingerprint_problem`` is the one check of a resume against what an earlier run used, for
 parts and for finished outputs alike.
 """
@@ -15,10 +21,13 @@ parts and for finished outputs alike.
 from __future__ import annotations
 
 import json
+import re
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -33,6 +42,14 @@ PART_DIGITS = 6
 def part_name(index: int) -> str:
     """The name of part ``index`` (both engines: ``part-000012.parquet``)."""
     return f"part-{index:0{PART_DIGITS}d}.parquet"
+
+
+def partial_name(index: int) -> str:
+    """The name of the kept batches of chunk ``index`` (``part-000012.partial.npz``)."""
+    return f"part-{index:0{PART_DIGITS}d}.partial.npz"
+
+
+_PARTIAL = re.compile(r"part-(\d+)\.partial\.npz")
 
 
 def fingerprint_problem(where: Path | RemotePath, then: dict[str, Any] | None, now: dict[str, Any],
@@ -116,6 +133,43 @@ class PartStore:
     def write(self, index: int, table: pa.Table) -> None:
         with atomic_writer(self.folder / part_name(index)) as fh:
             pq.write_table(table, fh)
+
+    def write_partial(self, index: int, arrays: dict[str, np.ndarray]) -> Path | RemotePath:
+        """Keep the model work done on chunk ``index`` (arrays, no pickle); returns the file's path."""
+        path = self.folder / partial_name(index)
+        with atomic_writer(path) as fh:
+            payload: dict[str, Any] = {"chunk": np.int64(index), **arrays}
+            np.savez(fh, **payload)
+        return path
+
+    def read_partial(self, index: int) -> dict[str, np.ndarray] | None:
+        """The arrays kept for chunk ``index``, or None if there are none or they cannot be read (then the
+        chunk is redone whole)."""
+        path = self.folder / partial_name(index)
+        try:
+            with open_input(path) as fh, np.load(fh, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+            return None
+        chunk = arrays.pop("chunk", None)
+        return arrays if chunk is not None and int(chunk) == index else None
+
+    def partial_indices(self) -> set[int]:
+        """The chunks that have kept batches in the folder."""
+        if isinstance(self.folder, RemotePath):
+            names = [p.name for p in self.folder.files_below()] if self.folder.is_dir() else []
+        else:
+            names = [p.name for p in self.folder.iterdir()] if self.folder.is_dir() else []
+        return {int(m.group(1)) for m in map(_PARTIAL.fullmatch, names) if m}
+
+    def drop_partial(self, index: int) -> None:
+        """Remove the kept batches of chunk ``index`` (its part is written)."""
+        path = self.folder / partial_name(index)
+        if isinstance(path, RemotePath):
+            if path.exists():
+                path.fs.rm(path.path)
+        else:
+            path.unlink(missing_ok=True)
 
     def finalize(self, schema: pa.Schema, parts: int) -> None:
         """Join the parts, in order, into the output (through a temporary name)."""

@@ -16,6 +16,14 @@ Spans = list[tuple[int, int]]
 SUFFIXES = (".conll", ".bio", ".iob", ".txt")  # gold files read as BIO by tommer-eval
 
 
+def rows_advice(path: str | Path) -> str:
+    """How to get predictions that line up with a BIO file's sentences (they are matched by position only)."""
+    return (f"the predictions must be one row per sentence of {path}, in order: annotate its sentences, e.g. "
+            "python -c \"import sys, pyarrow as pa, pyarrow.parquet as pq; from tommer.runtime.quality.bio import "
+            "read_bio; pq.write_table(pa.table({'text': read_bio(sys.argv[1])[0]}), sys.argv[2])\" "
+            f"{path} sentences.parquet, then tommer-annotate sentences.parquet")
+
+
 def _close(spans: Spans, open_at: int | None, end: int) -> None:
     if open_at is not None:
         spans.append((open_at, end))
