@@ -224,7 +224,7 @@ def report_lines(result: Check, on_purpose: int = 0) -> list[str]:
         lines.append("nodes not on it: none")
     else:
         lines.append(f"nodes not on it: {len(result.off_provider)} ({len(result.fell_back)} of the model's "
-                     f"computation, {result.memcpy} copies, {on_purpose} shape nodes left to the CPU on purpose)")
+                     f"computation fell back, {on_purpose} shape nodes onnxruntime left to the CPU on purpose)")
         lines += [f"  {op} ({node}) on {where}" for where, op, node in result.off_provider]
     lines.append(f"Memcpy nodes: {result.memcpy}")
     lines.append(f"attention kernel: {describe_attention(result.attention, result.provider)}")
