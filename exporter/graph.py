@@ -54,9 +54,11 @@ def cast_keeping_rotary_fp32(model: torch.nn.Module, dtype: torch.dtype) -> torc
     if dtype == torch.float32:
         return model
     for module in list(model.modules()):
-        if "inv_freq" not in module._buffers or getattr(module, "config", None) is None:
+        # inv_freq, original_inv_freq; ModernBERT: <layer type>_inv_freq, one per attention kind
+        names = [name for name in module._buffers if name.endswith("inv_freq")]
+        if not names or getattr(module, "config", None) is None:
             continue
-        device = module._buffers["inv_freq"].device
+        device = module._buffers[names[0]].device
         with torch.device("cpu"):
             fresh = type(module)(module.config)
         for name, buffer in fresh.named_buffers(recurse=False):

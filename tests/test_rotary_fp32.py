@@ -117,3 +117,24 @@ def test_casting_twice_keeps_them_exact(backbones):
     assert buffers["rotary_emb.inv_freq"].dtype == torch.float32
     np.testing.assert_allclose(buffers["rotary_emb.inv_freq"].numpy(), exact_inv_freq("llama3", src.config), rtol=2e-7)
     assert next(model.parameters()).dtype == torch.bfloat16
+
+
+def test_per_layer_type_frequencies_stay_fp32(tmp_path):
+    """ModernBERT keeps one table per attention kind (``<layer type>_inv_freq``, two thetas)."""
+    import torch
+    from transformers import AutoModel
+
+    from tommer.exporter.graph import cast_keeping_rotary_fp32
+    from tommer.exporter.random_encoders import make_encoder_backbone
+
+    folder = make_encoder_backbone(tmp_path / "modernbert", "modernbert", num_layers=2,
+                                   tokenizer_texts=["Ada Lovelace met Charles Babbage in London."] * 8)
+    model = cast_keeping_rotary_fp32(AutoModel.from_pretrained(folder).eval(), torch.bfloat16)
+    tables = {name: b for name, b in model.named_buffers() if name.endswith("inv_freq")}
+    assert len(tables) >= 2 and all(b.dtype == torch.float32 for b in tables.values())
+    params = model.config.rope_parameters
+    head_dim = model.config.hidden_size // model.config.num_attention_heads
+    for name, table in tables.items():
+        layer_type = name.split(".")[-1].removesuffix("_original_inv_freq").removesuffix("_inv_freq")
+        exact = 1.0 / params[layer_type]["rope_theta"] ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+        np.testing.assert_allclose(table.numpy().astype(np.float64), exact, rtol=2e-7, atol=0)
