@@ -72,15 +72,19 @@ def default_overlap(max_tokens: int, band_width: int) -> int:
     return max(band_width + 1, min(DEFAULT_WINDOW_OVERLAP, (max_tokens - 1) // 4))
 
 
-def check_window_options(max_tokens: int, overlap: int, band_width: int) -> None:
-    if max_tokens - 1 <= band_width + 1:
+def check_window_options(max_tokens: int, overlap: int, band_width: int, closing: int = 0) -> None:
+    """``closing``: template tokens after every window (encoders' [SEP], </s>), which take room too."""
+    content = max_tokens - 1 - closing  # a window's text tokens
+    if content <= band_width + 1:
         raise InputError(f"--max-tokens {max_tokens} is too small for this bundle: windows must hold more than "
-                         f"the band width + 1 ({band_width + 1}) tokens after BOS, so --max-tokens >= {band_width + 3}")
+                         f"the band width + 1 ({band_width + 1}) tokens after BOS"
+                         f"{f' and before the {closing} closing token(s)' if closing else ''}, so --max-tokens >= "
+                         f"{band_width + 3 + closing}")
     if overlap < band_width + 1:
         raise InputError(f"--window-overlap {overlap} is too small: it must be at least the band width + 1 "
                          f"({band_width + 1}) so that every span fits in a window with its next token")
-    if max_tokens - 1 <= overlap:
-        raise InputError(f"--max-tokens {max_tokens} must exceed --window-overlap {overlap} + 1")
+    if content <= overlap:
+        raise InputError(f"--max-tokens {max_tokens} must exceed --window-overlap {overlap} + {1 + closing}")
 
 
 @dataclass(frozen=True)
@@ -130,7 +134,7 @@ def check_options(manifest: Manifest, options: AnnotateOptions) -> AnnotateOptio
     overlap = options.window_overlap
     if overlap is None:
         overlap = default_overlap(max_tokens, manifest.band_width)
-    check_window_options(max_tokens, overlap, manifest.band_width)
+    check_window_options(max_tokens, overlap, manifest.band_width, len(manifest.tokenizer.after_ids))
     return dataclasses.replace(options, max_tokens=max_tokens, window_overlap=overlap)
 
 

@@ -257,3 +257,13 @@ def test_encoder_low_precision_records_span_agreement(arch, dtype, quantize, enc
     assert 0.5 <= report["dice"] <= 1.0 and 0.0 <= report["exact_match_rate"] <= 1.0 and "reference_spans" in report
     if quantize == "int8":
         assert report["batch_invariance_max_abs_diff"] <= 1e-5
+
+
+def test_window_options_leave_room_for_the_closing_token():
+    from tommer.runtime.errors import InputError
+    from tommer.runtime.options import check_window_options
+
+    check_window_options(29, 27, 26)  # a decoder: 28 tokens after BOS, overlap 27
+    with pytest.raises(InputError, match="closing token"):
+        check_window_options(29, 27, 26, closing=1)  # 27 text tokens: no room past the overlap
+    check_window_options(30, 27, 26, closing=1)
