@@ -291,6 +291,11 @@ def main() -> None:
     print(markdown(results, kinds))
 
 
+def escape(cell: str | None) -> str:
+    """A table cell's text with its pipes escaped (``<|endoftext|>`` would split the row)."""
+    return str(cell).replace("|", "\\|")
+
+
 def markdown(results: dict, kinds: list[str]) -> str:
     from tommer.benchmarks.report import markdown_table
 
@@ -313,7 +318,7 @@ def markdown(results: dict, kinds: list[str]) -> str:
               "| --- | --- | --- | --- | --- | --- |"]
     for arch, o in results["oracle"].items():
         lines.append(f"| {arch} | {o['family']} | {o['quirks']} | {o['max_abs_error_vs_full_model']:.1e} | "
-                     f"{o['identical_decoded_spans']} ({o['spans']} spans) | `{o['bos']['token']}` ({o['bos']['rule']}) |")
+                     f"{o['identical_decoded_spans']} ({o['spans']} spans) | `{escape(o['bos']['token'])}` ({o['bos']['rule']}) |")
     return "\n".join(lines) + "\n"
 
 
