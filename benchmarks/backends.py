@@ -85,8 +85,7 @@ class ReferenceBackend:
         import torch
 
         from tommer.exporter.reference import dense_span_probs_batched
-        from tommer.runtime.core.mentions import mentions_array
-        from tommer.runtime.core.mentions import char_mentions
+        from tommer.runtime.core.mentions import char_mentions, mentions_array
 
         seconds = dict.fromkeys(STAGES, 0.0)
         t = time.perf_counter()

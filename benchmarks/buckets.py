@@ -64,7 +64,8 @@ def main() -> None:
             for c in (2048, 16384) for b in (16384, 65536)]
     lines = [f"Corpus: {args.docs:,} documents, log-normal token counts (median {int(np.median(lengths))}, "
              f"max {int(lengths.max())}), {int(lengths.sum()):,} tokens; windows of {args.max_tokens}.", "",
-             "| --chunk-rows | --batch-tokens | exact: real/padded | buckets | buckets, full rows | shapes exact / buckets / full rows |",
+             "| --chunk-rows | --batch-tokens | exact: real/padded | buckets | buckets, full rows "
+             "| shapes exact / buckets / full rows |",
              "| --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         e, s = r["efficiency"], r["shapes"]

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import statistics
 import tempfile
 import time
@@ -31,12 +30,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from onnx import TensorProto, helper
 
-from tommer.benchmarks.machine import with_onnxruntime
 from tommer.benchmarks.corpus import synthetic_texts, write_corpus
+from tommer.benchmarks.machine import with_onnxruntime
 from tommer.benchmarks.metrics import alternating_rounds
 from tommer.benchmarks.streams import whole_process_rate
-from tommer.runtime.execution import denormals, session as session_module
 from tommer.runtime.annotator import Annotator
+from tommer.runtime.execution import denormals
+from tommer.runtime.execution import session as session_module
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -72,7 +72,7 @@ def operators() -> list[dict]:
         times = {}
         for flushed in (False, True):
             with denormals.flushed() if flushed else contextlib.nullcontext():
-                times[flushed] = _time(lambda: attention.run(None, feed))
+                times[flushed] = _time(lambda feed=feed: attention.run(None, feed))
         rows.append({"operator": f"Attention (causal) {b} x {s}", "plain_us": times[False] * 1e6,
                      "flushed_us": times[True] * 1e6, "speedup": times[False] / times[True]})
     softmax = ort.InferenceSession(_model(
@@ -84,7 +84,7 @@ def operators() -> list[dict]:
         times = {}
         for flushed in (False, True):
             with denormals.flushed() if flushed else contextlib.nullcontext():
-                times[flushed] = _time(lambda: softmax.run(None, {"x": data}))
+                times[flushed] = _time(lambda data=data: softmax.run(None, {"x": data}))
         rows.append({"operator": name, "plain_us": times[False] * 1e6, "flushed_us": times[True] * 1e6,
                      "speedup": times[False] / times[True]})
     return rows
@@ -102,7 +102,7 @@ def whole(bundles: list[str], rounds: int, docs: int) -> list[dict]:
     for bundle in bundles:
         annotator = Annotator.from_bundle(bundle, provider="cpu")
 
-        def arm(flushed: bool):
+        def arm(flushed: bool, annotator=annotator):
             def run() -> float:  # the stream threads' modes: flushed, or left as they are
                 session_module.denormals.flushed = real if flushed else contextlib.nullcontext
                 try:

@@ -97,8 +97,18 @@ def build_feed_bundle(folder: Path, vocab_size: int = 16000, band_width: int = 2
 
     from tommer import __version__
     from tommer.exporter.random_models import make_tokenizer
-    from tommer.runtime.bundle import (FORMAT_VERSION, MODEL_NAME, TOKENIZER_NAME, BackboneInfo, HeadInfo,
-                                       Manifest, TokenizerInfo, atomic_folder, read_manifest, write_manifest)
+    from tommer.runtime.bundle import (
+        FORMAT_VERSION,
+        MODEL_NAME,
+        TOKENIZER_NAME,
+        BackboneInfo,
+        HeadInfo,
+        Manifest,
+        TokenizerInfo,
+        atomic_folder,
+        read_manifest,
+        write_manifest,
+    )
 
     if (folder / "tommer.json").is_file():
         return folder
@@ -171,9 +181,9 @@ def tokenizer_child(bundle: str, corpus: str, chunk_rows: int) -> dict[str, Any]
 
 def annotate_child(bundle: str, corpus: str, output: str, options: dict[str, Any]) -> dict[str, Any]:
     """The whole annotation, Parquet to Parquet, as ``tommer-annotate`` runs it."""
-    from tommer.runtime.options import AnnotateOptions
     from tommer.runtime.annotator import Annotator
     from tommer.runtime.engines.local import annotate_files
+    from tommer.runtime.options import AnnotateOptions
 
     begin = time.perf_counter()
     chunk_rows, host_threads = options.pop("chunk_rows"), options.pop("host_threads", 0)

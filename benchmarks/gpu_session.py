@@ -135,7 +135,7 @@ class GpuMemory:
             self.peak_mib = max(self.peak_mib or 0, used)
             self._stop.wait(self.every)
 
-    def __enter__(self) -> "GpuMemory":
+    def __enter__(self) -> GpuMemory:
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
         return self
@@ -450,9 +450,8 @@ def spans_of(path: Path) -> list:
 
 def figures(results: Results) -> None:
     """Span agreement with the fp32 run and with the torch rival, FLOP/s, utilisation of the bf16 peak."""
-    from transformers import AutoConfig
-
     import pyarrow.parquet as pq
+    from transformers import AutoConfig
 
     from tommer.benchmarks.metrics import backbone_flops
     from tommer.runtime.quality.evaluate import span_agreement

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
-
 
 PLAIN_MLP = ("gpt_neox", "phi", "bert", "roberta")  # up and down projections only (no gate)
 BIDIRECTIONAL = ("bert", "roberta", "modernbert")  # every query attends to every key of its text

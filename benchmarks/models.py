@@ -16,11 +16,11 @@ def build_demo(work: Path, geometry: dict = CPU_DEMO, layer: int = CPU_DEMO_LAYE
     The tokenizer is trained on the synthetic corpus's vocabulary, so that a word is
     about one token, as with a real tokenizer on real text.
     """
-    from .corpus import NAMES, WORDS, synthetic_texts
-
     from tommer.exporter.export import export_bundle
     from tommer.exporter.random_models import make_backbone, make_head
     from tommer.exporter.spec import ExportOptions
+
+    from .corpus import NAMES, WORDS, synthetic_texts
 
     work.mkdir(parents=True, exist_ok=True)
     fields = dict(geometry)

@@ -20,7 +20,7 @@ def markdown_table(results: dict[str, Any]) -> str:
         agree = b.get("agreement", {})
         rows.append(
             f"| {name} | {t['median']:,.0f} [{t['min']:,.0f}-{t['max']:,.0f}] | {b['docs_per_second']['median']:,.1f} | "
-            f"{'%.2fx' % r['median'] if r else '-'} | {b['padding_fraction']:.1%} | {b['infer_gflops']:.1f} | "
+            f"{format(r['median'], '.2f') + 'x' if r else '-'} | {b['padding_fraction']:.1%} | {b['infer_gflops']:.1f} | "
             f"{b['infer_utilization']:.0%} | {b['peak_rss_bytes'] / 1e9:.2f} GB | "
             f"{agree.get('exact_match_rate', float('nan')):.3f} | {agree.get('dice', float('nan')):.3f} | {stages} |")
     return "\n".join(rows) + "\n"

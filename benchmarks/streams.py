@@ -15,17 +15,15 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-import onnxruntime as ort
 import pyarrow.parquet as pq
 
-from tommer.benchmarks.machine import with_onnxruntime
 from tommer.benchmarks.corpus import synthetic_texts, write_corpus
+from tommer.benchmarks.machine import with_onnxruntime
 from tommer.benchmarks.metrics import alternating_rounds, paired_ratios
 from tommer.runtime.annotator import Annotator
 from tommer.runtime.engines.local import annotate_files
@@ -60,14 +58,16 @@ def main() -> None:
         outputs = {n: pq.read_table(work / f"out-{n}.parquet") for n in counts}
         base = counts[0]
         for n in counts:
+            threads = annotators[n].session.get_session_options().intra_op_num_threads or usable_cores()
             rows.append({"bundle": bundle, "kind": annotators[n].manifest.quantization or annotators[n].manifest.dtype,
-                         "streams": n, "threads_per_stream": annotators[n].session.get_session_options().intra_op_num_threads or usable_cores(),
+                         "streams": n, "threads_per_stream": threads,
                          "tokens_per_second": rates[n], "median": statistics.median(rates[n]),
                          "paired_ratio_median": paired_ratios(rates[n], rates[base])["median"],
                          "identical_output": outputs[n].equals(outputs[base])})
             print(f"{bundle} streams {n}: {rows[-1]['median']:,.0f} tokens/s, x{rows[-1]['paired_ratio_median']:.3f} "
                   f"(paired), identical output: {rows[-1]['identical_output']}", flush=True)
-    command = "python benchmarks/streams.py " + " ".join(args.bundles) + f" --streams {args.streams} --rounds {args.rounds} --docs {args.docs}"
+    command = ("python benchmarks/streams.py " + " ".join(args.bundles)
+               + f" --streams {args.streams} --rounds {args.rounds} --docs {args.docs}")
     machine = with_onnxruntime()
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "streams.json").write_text(json.dumps({"command": command, "machine": machine, "rows": rows}, indent=1))

@@ -28,8 +28,8 @@ _LAZY = {
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load on first use
     from .runtime.annotator import Annotator
     from .runtime.bundle import Manifest, read_manifest
-    from .runtime.errors import BundleError, ExportError, InputError, ParityError, TommerError
     from .runtime.core.mentions import Mention
+    from .runtime.errors import BundleError, ExportError, InputError, ParityError, TommerError
     from .runtime.options import AnnotateOptions, RunOptions
 
 

@@ -27,7 +27,7 @@ EXPORT_FIXTURES = {"tiny_factory", "tiny_bundle", "tiny_trt_bundle", "real_head_
 TORCH_MODULES = ("torch", "transformers", "tommer.exporter", "tommer.benchmarks")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _needs_torch(path: Path) -> bool:
     """Whether a test module imports torch, transformers, the exporter or the benchmarks at module level."""
     names = []

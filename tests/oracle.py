@@ -14,8 +14,8 @@ import pyarrow as pa
 
 from tommer.runtime.core.decoding import decode, decode_threshold
 from tommer.runtime.core.mentions import char_mentions, mentions_array
-from tommer.runtime.execution.session import run_band
 from tommer.runtime.core.windows import stitch, window_starts
+from tommer.runtime.execution.session import run_band
 
 
 def oracle_columns(session, tokenizer, texts, *, max_tokens, overlap, threshold=0.5, decoding="threshold",

@@ -15,13 +15,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from tommer.runtime.annotator import Annotator
-from tommer.runtime.core.chunk import Chunk
 from tommer.runtime.bundle import read_manifest
+from tommer.runtime.core.chunk import Chunk
 from tommer.runtime.core.decoding import decode
-from tommer.runtime.errors import BundleError, InputError
 from tommer.runtime.core.mentions import char_mentions
-from tommer.runtime.execution.session import create_session, run_band
 from tommer.runtime.core.tokenization import BundleTokenizer, pad_batch
+from tommer.runtime.errors import BundleError, InputError
+from tommer.runtime.execution.session import create_session, run_band
 
 TEXTS = ["John lives in New York City.", None, "", "   ", "Marie Curie won the Nobel Prize in 1903.",
          "Emoji 🙂 and tabs\tand\nnewlines near Barack Obama.", "北京是中华人民共和国的首都。",
@@ -193,9 +193,11 @@ def test_folder_and_glob_inputs(tiny_bundle, tmp_path):
     assert pq.read_table(tmp_path / "out" / "sub" / "b.parquet").num_rows == 3
     out = cli(str(tmp_path / "in" / "**" / "*.parquet"), "--model", tiny_bundle, "--output", tmp_path / "g")
     assert out.returncode == 0, out.stderr
-    assert sorted(p.relative_to(tmp_path / "g").as_posix() for p in (tmp_path / "g").rglob("*.parquet")) == ["a.parquet", "sub/b.parquet"]
+    written = sorted(p.relative_to(tmp_path / "g").as_posix() for p in (tmp_path / "g").rglob("*.parquet"))
+    assert written == ["a.parquet", "sub/b.parquet"]
     one_file = cli(str(tmp_path / "in" / "**" / "*.parquet"), "--model", tiny_bundle, "--output", tmp_path / "g2.parquet")
-    assert one_file.returncode == 2 and "--output" in one_file.stderr and "names one Parquet file, but there are 2 input" in one_file.stderr
+    assert one_file.returncode == 2 and "--output" in one_file.stderr
+    assert "names one Parquet file, but there are 2 input" in one_file.stderr
     assert not (tmp_path / "g2.parquet").exists()
 
 
@@ -226,9 +228,7 @@ def test_repeated_kill_9_then_resume_is_exactly_once(tiny_bundle, tmp_path):
 
     src = kill_corpus(tmp_path / "in")
     args = ["--model", tiny_bundle, "--chunk-rows", "40", "--columns", "id", "--host-threads", "2"]
-    begin = time.perf_counter()
     assert cli(src, *args, "--output", tmp_path / "whole").returncode == 0
-    clean_seconds = time.perf_counter() - begin
     target = tmp_path / "resumed"
     command = [sys.executable, "-m", "tommer.runtime.cli.annotate", str(src), *map(str, args), "--output", str(target), "--resume"]
     chunks = {f"f{k}.parquet": -(-n // 40) for k, n in enumerate((700, 500, 900))}

@@ -80,9 +80,9 @@ def test_bench_smoke(tiny_bundle, tmp_path):
 
 def test_feed_bundle_runs_through_the_annotator_at_a_controlled_density(tmp_path):
     """The feed benchmark's bundle is a real bundle: the annotator runs it, mentions come out at about the set density."""
-    from tommer.benchmarks.feed import build_feed_bundle, feed_texts
     import numpy as np
 
+    from tommer.benchmarks.feed import build_feed_bundle, feed_texts
     from tommer.runtime.annotator import Annotator
     from tommer.runtime.core.chunk import Chunk
 

@@ -101,7 +101,7 @@ def test_streams_give_the_one_stream_output_in_batch_order(tiny_bundle):
         assert annotator.options.streams == streams and len(annotator.runners) == streams
         annotator.runners = [Recording(annotator.session, "cpu") for _ in range(streams)]
         progress = []
-        annotator.on_progress = lambda rows, tokens: progress.append(tokens)
+        annotator.on_progress = lambda rows, tokens, progress=progress: progress.append(tokens)
         chunk = annotator.process(Chunk(texts=texts))
         runs[streams] = (chunk.mentions.to_pylist(), chunk.stats, progress, set(threads))
     one, three = runs[1], runs[3]

@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from tommer.runtime.annotator import Annotator
-from tommer.runtime.errors import InputError
 from tommer.runtime.engines.local import annotate_files
+from tommer.runtime.errors import InputError
 
 TEXTS = ["John lives in New York City.", None, "", "Marie Curie won the Nobel Prize in 1903.",
          "Emoji 🙂 and tabs\tand\nnewlines near Barack Obama.", "北京是中华人民共和国的首都。",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import TESTED_ARCHITECTURES, TESTED_ENCODERS, TINY_LAYER
+
 from tommer.exporter.backbone import SUPPORTED_ARCHITECTURES
 from tommer.exporter.export import export_bundle
 from tommer.exporter.head import load_head
@@ -15,9 +15,9 @@ from tommer.exporter.reference import reference_band
 from tommer.exporter.spec import ExportOptions, ExportSpec
 from tommer.runtime.bundle import read_manifest
 from tommer.runtime.core.decoding import decode_threshold
+from tommer.runtime.core.tokenization import BundleTokenizer, pad_batch
 from tommer.runtime.errors import ExportError, ParityError
 from tommer.runtime.execution.session import create_session, run_band
-from tommer.runtime.core.tokenization import BundleTokenizer, pad_batch
 
 TEXTS = ["Barack Obama visited Paris and Berlin in 2014.", "Hi", "",
          "The Amazon river flows through Brazil, Peru and Colombia to the Atlantic Ocean."]

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import TESTED_ARCHITECTURES, TESTED_ENCODERS, TINY_LAYER
+
 from tommer.exporter.backbone import FAMILIES, inspect_backbone, opening_token
 from tommer.exporter.random_encoders import TINY_ENCODER_CONFIGS
 from tommer.exporter.random_models import FAMILY_TOKENS, TINY_CONFIGS
@@ -116,10 +116,11 @@ def test_phi3_int8_and_attention_rewrites(tiny_factory, tmp_path):
     """Fused qkv_proj / gate_up_proj: every linear layer quantized (4 per block), none of their rescales
     deferred (gate_up's output is sliced, not multiplied whole), attention on the 3-D layout in every block,
     validated by the exporter (batch invariance included); BOS recorded; position 0 never starts a span."""
+    from test_export import TEXTS, graph_bands
+
     from tommer.exporter.export import export_bundle
     from tommer.exporter.spec import ExportOptions
     from tommer.runtime.core.decoding import decode_threshold
-    from test_export import TEXTS, graph_bands
 
     backbone, head = tiny_factory("phi3")
     steps: list[str] = []

@@ -5,9 +5,16 @@ from __future__ import annotations
 import onnxruntime as ort
 import pytest
 
-from tommer.runtime.execution import session as session_module
 from tommer.runtime.errors import InputError
-from tommer.runtime.execution.providers import ORT_NAMES, Settings, candidates, profile, provider_options, tensorrt_profiles
+from tommer.runtime.execution import session as session_module
+from tommer.runtime.execution.providers import (
+    ORT_NAMES,
+    Settings,
+    candidates,
+    profile,
+    provider_options,
+    tensorrt_profiles,
+)
 
 ALL = [ORT_NAMES["tensorrt"], ORT_NAMES["cuda"], ORT_NAMES["cpu"]]
 

@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from tommer.runtime.core.mentions import MENTION_TYPE
-from tommer.runtime.quality.bio import read_bio, sentence_spans
 from tommer.runtime.errors import InputError
+from tommer.runtime.quality.bio import read_bio, sentence_spans
 from tommer.runtime.quality.evaluate import agreement, score, sweep
 from tommer.runtime.quality.show import render_page
 
@@ -178,9 +178,9 @@ def test_show_cli_selects_rows_and_folds(tmp_path):
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is installed by .ci/run")
 def test_show_renders_in_headless_chromium(tiny_bundle, tmp_path):
     """The sample corpus annotated, shown, rendered by Chromium: marks are in the DOM and a screenshot is made."""
-    from tommer.runtime.annotator import Annotator
-
     from conftest import REPO
+
+    from tommer.runtime.annotator import Annotator
 
     Annotator.from_bundle(tiny_bundle).annotate_parquet(REPO / "examples" / "sample.parquet", tmp_path / "out.parquet")
     rows = pq.read_table(tmp_path / "out.parquet").to_pylist()
@@ -288,8 +288,8 @@ def test_show_honours_fold_chars(tmp_path):
 def test_one_span_agreement_implementation():
     """The exporter's validation, tommer-eval --against and the bench share runtime.evaluate.span_agreement."""
     import ast
-    import numpy as np
 
+    import numpy as np
     from conftest import REPO
 
     from tommer.exporter import validate

@@ -17,9 +17,9 @@ ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow  # a local Ray cluster for the module
 
 from tommer.runtime.annotator import Annotator  # noqa: E402
-from tommer.runtime.errors import GraphRunError, InputError  # noqa: E402
 from tommer.runtime.engines.local import annotate_files  # noqa: E402
 from tommer.runtime.engines.ray import SUCCESS, _AnnotateBlocks, annotate_files_ray  # noqa: E402
+from tommer.runtime.errors import GraphRunError, InputError  # noqa: E402
 from tommer.runtime.options import AnnotateOptions, RunOptions  # noqa: E402
 
 TEXTS = ["John lives in New York City.", None, "", "Marie Curie won the Nobel Prize in 1903.",
@@ -166,8 +166,10 @@ def test_overwrite_redoes_every_file_exactly_once_when_an_actor_dies(ray_job, ti
     stale = out / "part-0.parquet" / "part-99999999.parquet"
     shutil.copy(parts(out / "part-0.parquet")[0], stale)  # rows that would be duplicated if kept
     marker = tmp_path / "died"
-    summary = annotate_files_ray(tiny_bundle, str(corpus), str(out), run=RunOptions(columns=["id"], chunk_rows=2, overwrite=True),
-                                 num_cpus_per_worker=0.5, options=Annotator.from_bundle(tiny_bundle, **OPTIONS).options, actor=dying_actor(str(marker), "1-7"))
+    summary = annotate_files_ray(tiny_bundle, str(corpus), str(out),
+                                 run=RunOptions(columns=["id"], chunk_rows=2, overwrite=True), num_cpus_per_worker=0.5,
+                                 options=Annotator.from_bundle(tiny_bundle, **OPTIONS).options,
+                                 actor=dying_actor(str(marker), "1-7"))
     assert marker.exists(), "the actor died mid-job"
     assert (summary.files, summary.skipped_files, summary.stats.rows) == (3, 0, 3 * len(TEXTS))
     assert not stale.exists(), "--overwrite redoes the whole folder"

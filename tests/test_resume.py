@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pyarrow.parquet as pq
 import pytest
+from test_annotate import TEXTS, cli, corpus
 
 from tommer.runtime.annotator import Annotator
 from tommer.runtime.errors import InputError
-from test_annotate import TEXTS, cli, corpus
 
 
 def _two_files(tmp_path):

@@ -99,10 +99,14 @@ def help_options(app) -> dict[str, str]:
 def test_cli_choices_are_the_runtimes_constants_and_help_states_every_default():
     import re
 
-    from tommer.benchmarks import backends, cli as bench_cli
-    from tommer.exporter import cli as export_cli, spec
-    from tommer.runtime import bundle, options as opts
-    from tommer.runtime.cli import annotate as cli, quality as quality_cli
+    from tommer.benchmarks import backends
+    from tommer.benchmarks import cli as bench_cli
+    from tommer.exporter import cli as export_cli
+    from tommer.exporter import spec
+    from tommer.runtime import bundle
+    from tommer.runtime import options as opts
+    from tommer.runtime.cli import annotate as cli
+    from tommer.runtime.cli import quality as quality_cli
     from tommer.runtime.execution import providers
 
     def values(enum):

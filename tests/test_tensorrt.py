@@ -7,8 +7,8 @@ import collections
 import numpy as np
 import onnx_ir as ir
 import pytest
-
 from conftest import TINY_LAYER
+
 from tommer.exporter.tensorrt import check_tensorrt, operator_table
 from tommer.runtime.bundle import read_manifest
 

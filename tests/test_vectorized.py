@@ -14,12 +14,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tommer.runtime.annotator import Annotator
-from tommer.runtime.core.chunk import Chunk
 from tommer.runtime.core.annotator import _select_per_document
+from tommer.runtime.core.chunk import Chunk
 from tommer.runtime.core.decoding import SELECTORS, decode
 from tommer.runtime.core.mentions import char_mentions, mentions_array
-from tommer.runtime.engines.pipeline import pipelined
 from tommer.runtime.core.spans import ChunkText, Hits, band_hits, mentions_column, whitespace_table
+from tommer.runtime.engines.pipeline import pipelined
 
 HOSTILE = ["a", "b", "Z", "é", "e\u0301", "\u0301", "🙂", "👍🏽", "🇫🇷", "名", " ", "  ", "\t", "\n", "\r\n", "\u00a0",
            "\u2003", "\u3000", "\u200b", "\x1c", "\x85", ".", ",", "-", "word", " Paris", "New York"]

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tommer.runtime.errors import InputError
 from tommer.runtime.core.windows import owner_rows, stitch, window_starts
+from tommer.runtime.errors import InputError
 from tommer.runtime.options import check_window_options
 
 

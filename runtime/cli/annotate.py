@@ -242,7 +242,7 @@ class _progress:
             return None
         self.start = self.last = time.perf_counter()
         if self.terminal:
-            from rich.progress import (BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
             self.bar = Progress(BarColumn(), TextColumn("{task.fields[rows]} rows"), TextColumn("{task.fields[rate]}"),
                                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), transient=True)

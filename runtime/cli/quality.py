@@ -9,8 +9,8 @@ from typing import Any, Optional
 
 import typer
 
-from ..quality.bio import SUFFIXES as BIO_SUFFIXES
 from ..errors import InputError, TommerError
+from ..quality.bio import SUFFIXES as BIO_SUFFIXES
 from .common import Command, version_option
 
 eval_app = typer.Typer(add_completion=False, rich_markup_mode=None,

@@ -9,9 +9,10 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -102,7 +103,7 @@ class Annotator:
             raise
 
     @classmethod
-    def from_bundle(cls, folder: str | Path, **options: Any) -> "Annotator":
+    def from_bundle(cls, folder: str | Path, **options: Any) -> Annotator:
         return cls(folder, AnnotateOptions(**options))
 
     # -- stages ---------------------------------------------------------------------

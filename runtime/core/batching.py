@@ -62,7 +62,7 @@ class ShapeBuckets:
 
     @classmethod
     def ladder(cls, max_tokens: int, batch_tokens: int, per_octave: int = 4, smallest: int = 16,
-               multiple: int = 8, max_rows: int = 1024) -> "ShapeBuckets":
+               multiple: int = 8, max_rows: int = 1024) -> ShapeBuckets:
         """Lengths ``smallest * 2**(k / per_octave)`` rounded up to ``multiple``, up to ``max_tokens``."""
         lengths: list[int] = []
         k = 0

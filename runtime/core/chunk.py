@@ -30,7 +30,7 @@ class Stats:
     mentions: int = 0
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
 
-    def add(self, other: "Stats") -> None:
+    def add(self, other: Stats) -> None:
         for name in ("rows", "documents_windowed", "tokens", "padded_tokens", "mentions"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for stage, s in other.seconds.items():

@@ -10,7 +10,7 @@ sorted by (start, end), ``end`` inclusive.
 from __future__ import annotations
 
 import bisect
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

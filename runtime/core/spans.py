@@ -56,12 +56,12 @@ class Hits:
     score: np.ndarray  # float32
 
     @classmethod
-    def empty(cls) -> "Hits":
+    def empty(cls) -> Hits:
         z = np.zeros(0, dtype=np.int64)
         return cls(z, z, z, np.zeros(0, dtype=np.float32))
 
     @classmethod
-    def concat(cls, parts: list["Hits"]) -> "Hits":
+    def concat(cls, parts: list[Hits]) -> Hits:
         if not parts:
             return cls.empty()
         return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("doc", "start", "end", "score")))
@@ -69,14 +69,14 @@ class Hits:
     def __len__(self) -> int:
         return int(self.doc.shape[0])
 
-    def take(self, keep: np.ndarray) -> "Hits":
+    def take(self, keep: np.ndarray) -> Hits:
         return Hits(self.doc[keep], self.start[keep], self.end[keep], self.score[keep])
 
-    def above(self, threshold: float) -> "Hits":
+    def above(self, threshold: float) -> Hits:
         """The spans scoring strictly above ``threshold`` (same comparison as on the band)."""
         return self.take(self.score > threshold)
 
-    def sorted(self) -> "Hits":
+    def sorted(self) -> Hits:
         """Sorted by (document, start, end), the order of ``decoding.candidates`` per document."""
         return self.take(np.lexsort((self.end, self.start, self.doc)))
 

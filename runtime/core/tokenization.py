@@ -65,7 +65,7 @@ class BundleTokenizer:
         self.after_ids = tuple(int(i) for i in after_ids)
 
     @classmethod
-    def from_bundle(cls, folder: str | Path, manifest: Manifest) -> "BundleTokenizer":
+    def from_bundle(cls, folder: str | Path, manifest: Manifest) -> BundleTokenizer:
         info = manifest.tokenizer
         return cls(Path(folder) / info.file, info.bos_token_id, info.pad_token_id, info.after_ids)
 

@@ -23,8 +23,9 @@ import sys
 import time
 import warnings
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -41,8 +42,15 @@ from ..io.locations import RemotePath, as_location, atomic_writer, remove_tree
 from ..io.parts import part_name
 from ..io.selection import Selection
 from ..options import DEFAULT_RAY_ROWS_PER_BATCH, AnnotateOptions, RunOptions, check_options
-from .inspect import (InputFile, Summary, finished_output_problem, inspect_input, metadata_for, output_record,
-                      run_fingerprint)
+from .inspect import (
+    InputFile,
+    Summary,
+    finished_output_problem,
+    inspect_input,
+    metadata_for,
+    output_record,
+    run_fingerprint,
+)
 
 try:
     from ray.data import Datasink

@@ -39,8 +39,8 @@ import os
 import re
 import tempfile
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 ATTENTION_DEBUG_ENV = "ORT_ENABLE_ATTENTION_KERNEL_DEBUG_INFO"
 DEFAULT_LOG_SEVERITY = 2  # onnxruntime's default (WARNING); restored after ``observe``

@@ -11,11 +11,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from . import denormals, placement
 from ..errors import BundleError, GraphRunError, InputError
 from ..options import GPU_PROVIDERS
+from . import denormals, placement
 from .providers import Settings, candidates, check_loaded, profile
-
 
 # onnxruntime's error types that say the graph itself cannot be loaded (whatever the provider):
 # a damaged or truncated file, a graph or an operator this onnxruntime does not know.

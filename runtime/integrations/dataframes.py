@@ -6,7 +6,8 @@ Neither library is imported by the runtime: they come with the user's objects (`
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 

@@ -18,7 +18,7 @@ once tommer is installed, without importing this module.
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 from spacy.language import Language

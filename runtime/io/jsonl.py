@@ -15,7 +15,8 @@ so every chunk has the same types and the output keeps them. Blank lines are ski
 from __future__ import annotations
 
 import json
-from typing import IO, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import IO
 
 import pyarrow as pa
 import pyarrow.json as pj
@@ -122,7 +123,7 @@ class JsonLines:
         last = first + block.count(b"\n")
         return f"{self.name}: lines {first} to {last}: {arrow_message}"
 
-    def scan(self, limit: int | None = None) -> "JsonLines":
+    def scan(self, limit: int | None = None) -> JsonLines:
         """First pass: check every line (up to ``limit`` rows), count the rows, fix the schema."""
         schema, rows = None, 0
         for line, block in self._blocks():

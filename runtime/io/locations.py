@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, Iterator
+from typing import IO, Any
 from urllib.parse import unquote, urlparse
 
 
@@ -52,7 +53,7 @@ class RemotePath:
         self.fs, self.path = fs, path.rstrip("/")
 
     @classmethod
-    def from_url(cls, url: str) -> "RemotePath":
+    def from_url(cls, url: str) -> RemotePath:
         from fsspec.core import url_to_fs
 
         from ..errors import InputError
@@ -76,7 +77,7 @@ class RemotePath:
     def __hash__(self) -> int:
         return hash(str(self))
 
-    def __truediv__(self, other: str | PurePosixPath) -> "RemotePath":
+    def __truediv__(self, other: str | PurePosixPath) -> RemotePath:
         return RemotePath(self.fs, f"{self.path}/{PurePosixPath(other).as_posix()}")
 
     @property
@@ -88,20 +89,20 @@ class RemotePath:
         return PurePosixPath(self.path).suffix
 
     @property
-    def parent(self) -> "RemotePath":
+    def parent(self) -> RemotePath:
         return RemotePath(self.fs, str(PurePosixPath(self.path).parent))
 
     @property
-    def parents(self) -> list["RemotePath"]:
+    def parents(self) -> list[RemotePath]:
         return [RemotePath(self.fs, str(p)) for p in PurePosixPath(self.path).parents]
 
-    def with_name(self, name: str) -> "RemotePath":
+    def with_name(self, name: str) -> RemotePath:
         return RemotePath(self.fs, str(PurePosixPath(self.path).with_name(name)))
 
-    def relative_to(self, other: "RemotePath") -> PurePosixPath:
+    def relative_to(self, other: RemotePath) -> PurePosixPath:
         return PurePosixPath(self.path).relative_to(other.path)
 
-    def resolve(self) -> "RemotePath":
+    def resolve(self) -> RemotePath:
         return self
 
     def exists(self) -> bool:
@@ -119,10 +120,10 @@ class RemotePath:
     def read_text(self) -> str:
         return self.fs.cat_file(self.path).decode()
 
-    def files_below(self) -> list["RemotePath"]:
+    def files_below(self) -> list[RemotePath]:
         return [RemotePath(self.fs, p) for p in self.fs.find(self.path)]
 
-    def glob(self) -> list["RemotePath"]:
+    def glob(self) -> list[RemotePath]:
         """The files this path, read as a glob pattern, matches."""
         return [RemotePath(self.fs, p) for p in self.fs.glob(self.path) if self.fs.isfile(p)]
 

@@ -15,9 +15,9 @@ sorted array of row numbers. It is part of the resume fingerprint and of the out
 from __future__ import annotations
 
 import dataclasses
-import json
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa

@@ -8,8 +8,9 @@ format nor on where a run was interrupted.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Callable, Iterator, Protocol
+from typing import IO, Protocol
 
 import pyarrow as pa
 import pyarrow.parquet as pq
