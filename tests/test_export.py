@@ -264,7 +264,8 @@ def test_errors_a_user_can_act_on(tiny_factory, tmp_path):
     from transformers import GPT2Config, GPT2Model
 
     GPT2Model(GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=100)).save_pretrained(gpt2)
-    with pytest.raises(ExportError, match="'gpt2' is not supported; supported architectures: gpt_neox, llama"):
+    with pytest.raises(ExportError, match="'gpt2' is not supported; supported architectures: bert, gpt_neox, llama, "
+                                          "mistral, modernbert, phi, phi3, qwen2, roberta"):
         export(gpt2, head_dir, tmp_path / "a")
     with pytest.raises(ExportError, match="--quantize int8 is for CPUs"):
         export(backbone, head_dir, tmp_path / "a", dtype="fp16", quantize="int8")

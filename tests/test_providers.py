@@ -241,3 +241,20 @@ def test_a_pickled_annotator_resolves_automatic_options_where_it_is_loaded(tiny_
     assert copy.options.streams == 6 and len(copy.runners) == 6
     assert copy.options.batch_tokens == annotator.options.batch_tokens
     assert copy_fixed.options.streams == 2 and copy_fixed.options.batch_tokens == 300  # what was asked is kept
+
+
+def test_pip_installed_cuda_libraries_are_preloaded_once_before_a_gpu_session(tiny_bundle, monkeypatch):
+    """onnxruntime-gpu's CUDA provider has no run path to the nvidia-* wheels: tommer calls
+    ``onnxruntime.preload_dlls`` before the first GPU session, never for a CPU-only one."""
+    calls = []
+    monkeypatch.setattr(session_module, "_PRELOADED", [])
+    monkeypatch.setattr(session_module.ort, "preload_dlls", lambda **kw: calls.append(kw), raising=False)
+    model = tiny_bundle / "model.onnx"
+    session_module.open_session(model, "cpu")
+    assert calls == [], "a CPU session loads no CUDA library"
+    monkeypatch.setattr(session_module.ort, "get_available_providers", lambda: list(ALL))
+    monkeypatch.setattr(session_module.ort, "InferenceSession", FallbackSession)
+    for _ in range(2):
+        session, used = session_module.open_session(model, "auto")
+        assert used == "cpu"
+    assert calls == [{"cuda": True, "cudnn": True, "msvc": False}], "once per process, before the first GPU try"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import platform
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -106,6 +107,32 @@ def graph_run_error(exc: BaseException, shape: tuple[int, ...], provider: str, b
                          "if it persists")
 
 
+_PRELOADED: list[bool] = []
+
+
+def preload_gpu_libraries() -> bool:
+    """Load the CUDA and cuDNN libraries that pip installed (onnxruntime-gpu's ``cuda`` and ``cudnn``
+    extras), once per process, before the first GPU session.
+
+    onnxruntime-gpu's CUDA provider library has no run path to the ``nvidia-*`` wheels' folders:
+    without this, the provider fails to load unless they are on ``LD_LIBRARY_PATH``, and an
+    ``auto`` session would fall back to the CPU. Returns whether ``onnxruntime.preload_dlls`` ran
+    (onnxruntime-gpu 1.21 and later have it; the CPU package does not).
+    """
+    if not _PRELOADED:
+        preload = getattr(ort, "preload_dlls", None)
+        ran = False
+        if preload is not None:
+            try:
+                preload(cuda=True, cudnn=True, msvc=False)
+                ran = True
+            except Exception as exc:  # the provider check then says what is missing and what to install
+                warnings.warn(f"onnxruntime.preload_dlls failed ({describe_error(exc)}): the CUDA provider may not load",
+                              RuntimeWarning, stacklevel=2)
+        _PRELOADED.append(ran)
+    return _PRELOADED[0]
+
+
 def open_session(model_path: str | Path, provider: str = "auto", threads: int | Callable[[str], int] = 0,
                  low_memory: bool = False, kind: str | None = None, settings: Settings | None = None,
                  tensorrt_ready: bool = True, exported_with: str | None = None) -> tuple[ort.InferenceSession, str]:
@@ -125,6 +152,8 @@ def open_session(model_path: str | Path, provider: str = "auto", threads: int | 
     names = candidates(provider, ort.get_available_providers(), kind, tensorrt_ready)
     failures = []
     for name in names:
+        if name in GPU_PROVIDERS:
+            preload_gpu_libraries()
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if low_memory:
