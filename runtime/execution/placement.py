@@ -171,9 +171,9 @@ def check(placement: Placement, provider: str, cuda_graphs: bool = False) -> Che
     on_purpose = set(placement.on_purpose)
     fell_back = [(where, op, node) for where, op, node in off if op not in MEMCPY_OPS and node not in on_purpose]
     # a kernel the GPU provider lacks, even where the node list was not printed
-    listed = {node for _, _, node in fell_back}
+    seen_nodes = {node for _, _, node in fell_back}
     fell_back += [(f"not {ep}", op, node) for ep, op, node in placement.not_supported
-                  if node not in listed and name.startswith(ep)]
+                  if node not in seen_nodes and name.startswith(ep)]
     memcpy_nodes = sum(1 for listed_nodes in placement.nodes.values() for op, _ in listed_nodes if op in MEMCPY_OPS)
     memcpy = max(memcpy_nodes, len(placement.memcpy_added))
     problems = []
@@ -279,7 +279,9 @@ def observe(ort_module=None) -> Iterator[Captured]:
     import sys
 
     if ort_module is None:
-        import onnxruntime as ort_module
+        import onnxruntime
+
+        ort_module = onnxruntime
     captured = Captured()
     previous_env = os.environ.get(ATTENTION_DEBUG_ENV)
     os.environ[ATTENTION_DEBUG_ENV] = "1"

@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 
 from ..errors import InputError, collect_and_raise
 from .jsonl import jsonl_stem
-from .locations import RemotePath, as_location, open_input
+from .locations import Location, RemotePath, as_location, open_input
 from .sources import FORMATS_HELP
 
 OUTPUT_SUFFIX = ".mentions.parquet"
@@ -49,38 +49,46 @@ def _stem(name: str) -> str:
     return stem if stem is not None else name.removesuffix(".parquet")
 
 
-def _hidden(path: Path, root: Path) -> bool:
+def _hidden(path: Location, root: Location) -> bool:
     """Hidden or underscore-prefixed below ``root`` (pyarrow's dataset convention: parts, _SUCCESS, ...)."""
-    return any(part.startswith((".", "_")) for part in path.relative_to(root).parts)
+    return any(part.startswith((".", "_")) for part in path.relative_to(root).parts)  # type: ignore[arg-type]
 
 
 def _kinds(accept) -> str:
     return "Parquet (.parquet)" if accept is _is_parquet else FORMATS_HELP
 
 
-def _one_source(source: str, accept) -> tuple[list, Path | RemotePath | None, str | None]:
+def _posix(path: Location) -> PurePosixPath:
+    """The sort key of inputs: local and remote paths alike."""
+    return PurePosixPath(path.path if isinstance(path, RemotePath) else path.as_posix())
+
+
+def _one_source(source: str, accept) -> tuple[list[Location], Location | None, str | None]:
     """The files of one source, the folder their relative names start from (None: one file), and
     why there are none (None when there are some)."""
     path = as_location(source)
-    remote = isinstance(path, RemotePath)
-    order = (lambda p: PurePosixPath(p.path)) if remote else None
     if path.is_file():
         return [path], None, None
     if path.is_dir():
-        below = path.files_below() if remote else (p for p in path.rglob("*") if p.is_file())
-        files = sorted((p for p in below if accept(p.name) and not _hidden(p, path)), key=order)
+        below: list[Location] = (list(path.files_below()) if isinstance(path, RemotePath)
+                                 else [p for p in path.rglob("*") if p.is_file()])
+        files = sorted((p for p in below if accept(p.name) and not _hidden(p, path)), key=_posix)
         why = (f"{source}: no {_kinds(accept)} file in this folder (hidden and _-prefixed files and folders are "
                "skipped)")
         return files, path, None if files else why
     if not any(c in source for c in GLOB_CHARACTERS):
         return [], None, f"{source}: does not exist (expected a {_kinds(accept)} file, a folder of them or a glob)"
-    if remote:
-        files = sorted(path.glob(), key=order)
-        root = RemotePath(path.fs, os.path.commonpath([p.parent.path for p in files])) if files else None
+    root: Location | None
+    matched: list[Location]
+    if isinstance(path, RemotePath):
+        remote = sorted(path.glob(), key=_posix)
+        root = RemotePath(path.fs, os.path.commonpath([p.parent.path for p in remote])) if remote else None
+        matched = list(remote)
     else:
-        files = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
-        root = Path(os.path.commonpath([str(p.parent) for p in files])) if files else None
-    files = [f for f in files if not _hidden(f, root)]
+        local = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+        root = Path(os.path.commonpath([str(p.parent) for p in local])) if local else None
+        matched = list(local)
+    files = [f for f in matched if root is None or not _hidden(f, root)]
     why = f"{source}: no file matches this pattern (hidden and _-prefixed files are skipped)"
     return files, root, None if files else why
 
@@ -134,7 +142,7 @@ def resolve_inputs(source: str | Sequence[str], output: str | None = None,
                 unique.setdefault(str(f), f)
         roots = [r if r is not None else fs[0].parent for fs, r, _ in found]
         root = _common_root([Path(os.path.abspath(r)) if absolute and isinstance(r, Path) else r for r in roots])
-        files = sorted(unique.values(), key=lambda p: PurePosixPath(p.path) if isinstance(p, RemotePath) else p)
+        files = sorted(unique.values(), key=_posix)
     if output is not None:
         out = as_location(output).resolve()
         files = [f for f in files if f.resolve() != out and out not in f.resolve().parents]

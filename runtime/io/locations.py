@@ -23,8 +23,13 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
-from typing import IO, Any
+from typing import IO, Any, Union
 from urllib.parse import unquote, urlparse
+
+# Where a file or folder is: a local ``Path`` or a ``RemotePath`` (fsspec). Both give the same few
+# methods (name, parent, ``/``, with_name, exists, is_file, is_dir, mkdir, read_text, resolve,
+# relative_to); what only one of them has is reached after an ``isinstance`` check.
+Location = Union[Path, "RemotePath"]
 
 
 def is_remote(location: str) -> bool:

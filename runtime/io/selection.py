@@ -64,6 +64,7 @@ def choose(items: Sequence[Any], selection: Selection) -> list[Any]:
             remaining -= picks[-1]
         return [dataclasses.replace(i, rows=k, choice=k, selection=fp) for i, k in zip(items, picks) if k]
     total = int(counts.sum())
+    assert selection.sample is not None  # a selection is a limit or a sample (its fingerprint is not None)
     rows = np.sort(np.random.default_rng(selection.seed).choice(total, size=min(selection.sample, total),
                                                                  replace=False))
     starts = np.concatenate([[0], np.cumsum(counts)])

@@ -31,7 +31,9 @@ def _close(spans: Spans, open_at: int | None, end: int) -> None:
 
 def sentence_spans(tokens: list[str], tags: list[str], where: str) -> tuple[str, Spans]:
     """The text of one sentence and its mention spans (character offsets, end exclusive)."""
-    text_parts, spans, pos = [], [], 0
+    text_parts: list[str] = []
+    spans: list[tuple[int, int]] = []
+    pos = 0
     open_at: int | None = None
     open_type, last_end = None, 0
     for token, tag in zip(tokens, tags):

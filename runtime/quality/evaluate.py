@@ -18,7 +18,7 @@ def _prf(tp_p: float, n_pred: int, tp_g: float, n_gold: int) -> dict[str, float]
     return {"precision": precision, "recall": recall, "f1": f1}
 
 
-def _overlaps(a: tuple[int, int], spans: Spans) -> bool:
+def _overlaps(a: tuple[int, int], spans: Spans | set[tuple[int, int]]) -> bool:
     return any(a[0] < b[1] and b[0] < a[1] for b in spans)
 
 
@@ -112,7 +112,7 @@ def agreement(first: Sequence[Spans], second: Sequence[Spans], ids: Sequence[obj
 
 
 def sweep(candidates: Sequence[Sequence[tuple[int, int, float]]], golds: Sequence[Spans],
-          thresholds: Sequence[float]) -> list[dict[str, float]]:
+          thresholds: Sequence[float]) -> list[dict[str, object]]:
     """Micro exact P/R/F1 at each threshold, keeping candidates with score > threshold."""
     rows = []
     for t in thresholds:
