@@ -130,17 +130,25 @@ class EncoderForExport(nn.Module):
 
     Positions are given explicitly, ``offset..offset+n-1`` on every row (RoBERTa's offset is its
     padding index + 1, as its own ``create_position_ids_from_input_ids`` gives a right-padded
-    text), and token types are zeros, so nothing is derived from the pad id.
+    text), and token types are zeros, so nothing is derived from the pad id. Absolute position
+    tables (BERT, RoBERTa) end at ``max_position_embeddings``: positions past it, which only
+    padding can reach (a batch padded beyond the 512 tokens of a window), read the last entry
+    instead of failing the graph's ``Gather``; they are masked as keys and never scored.
     """
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
         self.offset = position_offset(model.config)
+        absolute = model.config.model_type in ("bert", "roberta")
+        self.last_position = int(model.config.max_position_embeddings) - 1 if absolute else None
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         batch, seq = input_ids.shape
-        positions = (torch.arange(seq, device=input_ids.device) + self.offset).unsqueeze(0).expand(batch, seq)
+        positions = torch.arange(seq, device=input_ids.device) + self.offset
+        if self.last_position is not None:
+            positions = positions.clamp(max=self.last_position)
+        positions = positions.unsqueeze(0).expand(batch, seq)
         config = self.model.config
         full = key_mask(attention_mask)
         if config.model_type == "modernbert":

@@ -267,3 +267,17 @@ def test_window_options_leave_room_for_the_closing_token():
     with pytest.raises(InputError, match="closing token"):
         check_window_options(29, 27, 26, closing=1)  # 27 text tokens: no room past the overlap
     check_window_options(30, 27, 26, closing=1)
+
+
+def test_padding_past_the_position_table_is_harmless(encoder_bundles):
+    """BERT's 512 absolute positions: a batch padded past them (validation pads a full window
+    further) must run, and the real tokens' spans must not move."""
+    _, _, bundle = encoder_bundles("bert")
+    manifest = read_manifest(bundle)
+    tok = BundleTokenizer.from_bundle(bundle, manifest)
+    (enc,) = [tok.close(e) for e in tok.encode_batch([TEXTS[1]])]
+    session = create_session(bundle / "model.onnx", "cpu")
+    alone = run_band(session, *pad_batch([enc.ids], manifest.tokenizer.pad_token_id))
+    padded = run_band(session, *pad_batch([enc.ids], manifest.tokenizer.pad_token_id, 520))
+    np.testing.assert_allclose(padded[0, :len(enc)], alone[0], atol=1e-5, rtol=0)
+    assert not padded[0, len(enc):].any()
