@@ -26,9 +26,9 @@ class Annotator(core.Annotator):
         ``batch`` is a dict of lists (or a pyarrow Table); pass ``fn_kwargs={"text_column": ...}``
         for another column. ``annotate_dataset`` also sets the Arrow types of the Parquet output.
         """
-        from .integrations.dataframes import batch_texts, mentions_batch
+        from .integrations.dataframes import map_batch
 
-        return mentions_batch(self, batch_texts(batch, text_column))
+        return map_batch(self, batch, text_column)
 
     def annotate_dataset(self, dataset: Any, text_column: str | None = None, **kwargs: Any) -> Any:
         """A ``datasets.Dataset`` with the result columns; see ``integrations.dataframes.annotate_dataset``."""

@@ -108,7 +108,7 @@ def test_json_lines_resume_and_block_boundaries(annotator, tmp_path, monkeypatch
         pass
 
     def stop_after_two(chunk):
-        if chunk.payload >= 1:
+        if chunk.index >= 1:
             raise Stop
 
     target = tmp_path / "resumed.parquet"
@@ -276,7 +276,7 @@ def test_urls_on_an_fsspec_filesystem_with_globs_and_resume(annotator, tmp_path)
         pass
 
     def stop(chunk):
-        if chunk.payload >= 1:
+        if chunk.index >= 1:
             raise Stop
 
     with pytest.raises(Stop):

@@ -96,9 +96,9 @@ def chunk_ends(annotator: Annotator) -> list[int]:
         progress(rows, tokens)
 
     def recorded(chunk):
-        infer(chunk)
+        inferred = infer(chunk)
         ends.append(seen[0])
-        return chunk
+        return inferred
 
     annotator.on_progress, annotator.infer = count, recorded
     return ends

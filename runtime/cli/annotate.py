@@ -13,15 +13,24 @@ from typing import Optional
 import typer
 
 from ..execution.providers import AUTO_ORDER
-from ..options import STRATEGIES
-from .common import Command, choices, version_option
+from .common import Command, version_option
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None,
                   help="Annotate Parquet or JSON Lines corpora with a tommer bundle: every mention of every document, to Parquet.")
 
 
-Decoding = choices("Decoding", STRATEGIES)
-Provider = choices("Provider", ("auto", *AUTO_ORDER))
+class Decoding(str, Enum):  # options.STRATEGIES (tests/test_runtime_light.py holds them equal)
+    threshold = "threshold"
+    greedy = "greedy"
+    flat = "flat"
+    nested = "nested"
+
+
+class Provider(str, Enum):  # "auto" and execution.providers.AUTO_ORDER (held equal by the same test)
+    auto = "auto"
+    tensorrt = "tensorrt"
+    cuda = "cuda"
+    cpu = "cpu"
 
 
 class Engine(str, Enum):
@@ -233,7 +242,8 @@ class _progress:
 
     def __init__(self, silent: bool, terminal: bool, every: float):
         self.silent, self.terminal, self.every = silent, terminal, every
-        self.rows = self.tokens = 0
+        self.rows: float = 0.0  # rows done, fractional within a chunk (a batch's share of its tokens)
+        self.tokens = 0
         self.total: int | None = None
         self.lock = threading.Lock()
 
@@ -313,7 +323,7 @@ def _check(model: Path, options) -> int:
     with placement.observe() as seen:
         try:
             annotator = Annotator(model, options)
-            long = " ".join(["word"] * max(1, annotator.options.max_tokens))
+            long = " ".join(["word"] * max(1, annotator.max_tokens))
             annotator.annotate(["Ada Lovelace met Charles Babbage in London.", long])
         except TommerError as exc:
             error = exc
@@ -337,4 +347,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -10,6 +10,7 @@ from typing import Any, Optional
 import typer
 
 from ..errors import InputError, TommerError
+from ..io.locations import Location
 from ..quality.bio import SUFFIXES as BIO_SUFFIXES
 from .common import Command, version_option
 
@@ -19,10 +20,10 @@ show_app = typer.Typer(add_completion=False, rich_markup_mode=None,
                        help="Write a self-contained HTML page of documents with their mentions highlighted.")
 
 
-def _files(source: str) -> tuple[list[Path], Path | None]:
+def _files(source: str) -> tuple[list, Location | None]:
     from ..io.inputs import resolve_inputs
 
-    return resolve_inputs(source)
+    return resolve_inputs(source)  # Path or RemotePath: both read by open_input
 
 
 def _read(path: Path, columns: list[str], required: dict[str, str] | None = None) -> dict[str, list]:
@@ -137,8 +138,11 @@ def evaluate(
     if (gold is None) == (against is None):
         raise typer.BadParameter("give exactly one of --gold and --against")
     try:
-        result = _agreement(predictions, against, id_column, text_column, worst) if against else \
-            _gold(predictions, gold, id_column, text_column, gold_column, sweep, plot)
+        if against is not None:
+            result = _agreement(predictions, against, id_column, text_column, worst)
+        else:
+            assert gold is not None  # exactly one of --gold and --against
+            result = _gold(predictions, gold, id_column, text_column, gold_column, sweep, plot)
         if json_path:
             try:
                 json_path.write_text(json.dumps(result, indent=2, default=str) + "\n")
@@ -165,7 +169,7 @@ def _gold(predictions: str, gold: str, id_column, text_column, gold_column, swee
             raise InputError(f"{p_path}: no 'mentions' column (is it a tommer-annotate output?)")
         if bio:
             texts, spans = read_bio(g_path)
-            g = {text_column: texts, "spans": spans}
+            g: dict[str, list] = {text_column: texts, "spans": spans}
             left, right, _ = _aligned(pred, g, p_path, str(g_path), None, text_column, rows_advice(g_path))
             golds = [spans[j] for j in right]
         else:

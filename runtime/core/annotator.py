@@ -23,7 +23,7 @@ from ..execution.providers import Settings, graph_kind, tensorrt_profiles
 from ..execution.session import GraphRunner, graph_run_error, is_onnxruntime_error, open_session
 from ..options import DEFAULT_BATCH_TOKENS, AnnotateOptions, check_options, for_provider, stream_threads
 from .batching import ShapeBuckets, plan_exact
-from .chunk import Chunk
+from .chunk import Annotated, Chunk, Inferred, Tokenized
 from .columns import append_results, column_at, resolve_text_column, texts_of
 from .decoding import SELECTORS
 from .mentions import Mention, mention_lists
@@ -44,10 +44,12 @@ class Annotator:
         self.folder = Path(folder)
         self.manifest: Manifest = read_manifest(self.folder)
         options = check_options(self.manifest, options)
+        assert options.max_tokens is not None and options.window_overlap is not None  # resolved by check_options
+        self.max_tokens, self.window_overlap = options.max_tokens, options.window_overlap
         self.tokenizer = BundleTokenizer.from_bundle(self.folder, self.manifest)
         kind = graph_kind(self.manifest.dtype, self.manifest.quantization)
         # TensorRT's optimization profiles come from the GPU buckets, known before the session
-        gpu_buckets = ShapeBuckets.ladder(options.max_tokens, options.batch_tokens or DEFAULT_BATCH_TOKENS["tensorrt"])
+        gpu_buckets = ShapeBuckets.ladder(self.max_tokens, options.batch_tokens or DEFAULT_BATCH_TOKENS["tensorrt"])
         settings = Settings(cache_dir=Path(options.cache_dir) if options.cache_dir else None,
                             bundle_id=self.manifest.bundle_id, cuda_graphs=options.cuda_graphs,
                             profiles=tensorrt_profiles(gpu_buckets.shapes(), self.manifest.input_names))
@@ -59,14 +61,16 @@ class Annotator:
                                                    settings=settings, tensorrt_ready=self.manifest.graph.tensorrt_ready,
                                                    exported_with=self.manifest.library_versions.get("onnxruntime"))
         self.options = for_provider(options, self.provider)
-        streams = self.options.streams
-        self.buckets = ShapeBuckets.ladder(options.max_tokens, self.options.batch_tokens) if self.options.buckets else None
+        assert self.options.batch_tokens is not None  # resolved by for_provider
+        self.batch_tokens, streams = self.options.batch_tokens, self.options.streams
+        self.buckets = ShapeBuckets.ladder(self.max_tokens, self.batch_tokens) if self.options.buckets else None
         self._given = options  # pickled as given: another machine resolves streams and budgets for itself
         # one runner (IO-binding buffers) per stream; a stream takes a free runner for each batch
         self.runners = [GraphRunner(self.session, self.provider, io_binding=options.io_binding,
                                     cuda_graphs=options.cuda_graphs,
                                     graph_shapes=self.buckets.shapes() if self.buckets else None,
-                                    input_names=tuple(self.manifest.input_names)) for _ in range(streams)]
+                                    input_names=(self.manifest.input_names[0], self.manifest.input_names[1]))
+                        for _ in range(streams)]
         self._pool: ThreadPoolExecutor | None = None
         # Called from the inference thread after each batch with (rows, tokens) done: rows are the
         # chunk's rows times the batch's share of the chunk's tokens, so progress moves within a chunk.
@@ -107,13 +111,13 @@ class Annotator:
         return cls(folder, AnnotateOptions(**options))
 
     # -- stages ---------------------------------------------------------------------
-    def tokenize(self, chunk: Chunk) -> Chunk:
+    def tokenize(self, chunk: Chunk) -> Tokenized:
         start = time.perf_counter()
-        chunk.tokens = self.tokenizer.encode_flat(chunk.texts)
+        tokens = self.tokenizer.encode_flat(chunk.texts)
         chunk.stats.seconds["tokenize"] += time.perf_counter() - start
-        return chunk
+        return Tokenized(**chunk.carried(), tokens=tokens)
 
-    def infer(self, chunk: Chunk) -> Chunk:
+    def infer(self, chunk: Tokenized) -> Inferred:
         """Run the graph over every window of every document, in length-sorted batches.
 
         Only the candidate spans leave this stage (``chunk.hits``): each batch's band is
@@ -130,13 +134,13 @@ class Annotator:
         opts, tokens = self.options, chunk.tokens
         floor = opts.threshold if opts.keep_candidates is None else min(opts.threshold, opts.keep_candidates)
         closing = len(self.tokenizer.after_ids)  # every window gets the closing tokens too: room for them
-        win = plan_windows(tokens.lengths, opts.max_tokens - closing, opts.window_overlap)
+        win = plan_windows(tokens.lengths, self.max_tokens - closing, self.window_overlap)
         chunk.stats.documents_windowed += int(np.count_nonzero(np.bincount(win["doc"], minlength=1) > 1))
         first = tokens.start[win["doc"]] + win["start"]  # flat position of each window's first row
         lengths = win["length"] + closing  # fed: BOS, the window's tokens, the closing tokens
         total = int(lengths.sum())
         progress = Progress(win, len(chunk.texts), floor, chunk.partial)
-        planned = list(self.buckets.plan(lengths) if self.buckets else plan_exact(lengths, opts.batch_tokens))
+        planned = list(self.buckets.plan(lengths) if self.buckets else plan_exact(lengths, self.batch_tokens))
         batches = progress.todo(planned, lengths, exact=self.buckets is None)
         skipped = total - sum(int(lengths[b.index].sum()) for b in batches)  # tokens done before a resume
         free: queue.SimpleQueue[GraphRunner] = queue.SimpleQueue()  # runners not in use (one per stream)
@@ -176,13 +180,14 @@ class Annotator:
                 _finished_after_failure(batches[taken:], futures[taken:], progress)
             raise
         finally:
-            chunk.partial = progress.partial()
+            chunk.partial = progress.partial()  # the caller's record holds it even when this raises
         if self.on_progress is not None and total == 0:  # only empty texts
             self.on_progress(len(chunk.texts), 0)
         chunk.stats.tokens += total - skipped
-        chunk.hits = chunk.partial.hits
         chunk.stats.seconds["infer"] += time.perf_counter() - start
-        return chunk
+        kept = chunk.partial  # set in the finally above: every window of the chunk, with its hits
+        assert kept is not None
+        return Inferred(**chunk.carried(), tokens=tokens, hits=kept.hits)
 
     def _gather(self, flat_ids: np.ndarray, first: np.ndarray, lengths: np.ndarray, rows: int | None = None,
                 width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -207,7 +212,7 @@ class Annotator:
                 ids[real, lengths[real] - len(after) + k] = token
         return ids, mask.astype(np.int64)
 
-    def decode(self, chunk: Chunk) -> Chunk:
+    def decode(self, chunk: Inferred) -> Annotated:
         """Candidates to mention columns, for the whole chunk at once."""
         start = time.perf_counter()
         opts, tokens = self.options, chunk.tokens
@@ -216,16 +221,16 @@ class Annotator:
         chosen = hits.above(opts.threshold) if opts.keep_candidates is not None else hits
         if opts.decoding != "threshold":
             chosen = _select_per_document(chosen.sorted(), SELECTORS[opts.decoding])
-        chunk.mentions = mentions_column(chosen, chars, tokens.start, tokens.offsets)
+        mentions = mentions_column(chosen, chars, tokens.start, tokens.offsets)
+        candidates = None
         if opts.keep_candidates is not None:
-            chunk.candidates = mentions_column(hits.above(opts.keep_candidates), chars, tokens.start, tokens.offsets)
-        chunk.stats.mentions += len(chunk.mentions.values)
+            candidates = mentions_column(hits.above(opts.keep_candidates), chars, tokens.start, tokens.offsets)
+        chunk.stats.mentions += len(mentions.values)
         chunk.stats.rows += len(chunk.texts)
-        chunk.hits = None  # free the spans early
         chunk.stats.seconds["decode"] += time.perf_counter() - start
-        return chunk
+        return Annotated(**chunk.carried(), tokens=tokens, mentions=mentions, candidates=candidates)
 
-    def process(self, chunk: Chunk) -> Chunk:
+    def process(self, chunk: Chunk) -> Annotated:
         return self.decode(self.infer(self.tokenize(chunk)))
 
     # -- public API -----------------------------------------------------------------

@@ -43,15 +43,37 @@ class Stats:
 
 @dataclass
 class Chunk:
-    """A pool of rows moving through the stages; every per-token and per-span field is a flat array."""
+    """A pool of rows entering the stages: its texts, and what the caller carries along.
+
+    Each stage returns the next record, with the fields it adds never ``None``:
+    ``Chunk`` -> ``tokenize`` -> ``Tokenized`` (+ tokens) -> ``infer`` -> ``Inferred`` (+ hits)
+    -> ``decode`` -> ``Annotated`` (+ mentions, candidates). Every per-token and per-span field
+    is a flat array.
+    """
 
     texts: list[str | None]
-    tokens: TokenBatch | None = None
-    hits: Hits | None = None  # spans above min(threshold, candidate floor), from the bands
-    mentions: pa.Array | None = None  # list<struct<start, end, text, score>>, one row per text
-    candidates: pa.Array | None = None
     stats: Stats = field(default_factory=Stats)
-    payload: Any = None  # what the caller carries along (e.g. the input rows)
+    payload: Any = None  # what the caller carries along (e.g. the chunk's index and input rows), never changed
     # windows already done (a resume: ``infer`` runs only the others); after ``infer``, and when it
     # fails or is cancelled, every window done so far with its hits (see ``partial.py``)
     partial: Partial | None = None
+
+    def carried(self) -> dict[str, Any]:
+        """The fields every later record carries on."""
+        return {"texts": self.texts, "stats": self.stats, "payload": self.payload, "partial": self.partial}
+
+
+@dataclass(kw_only=True)
+class Tokenized(Chunk):
+    tokens: TokenBatch
+
+
+@dataclass(kw_only=True)
+class Inferred(Tokenized):
+    hits: Hits  # spans above min(threshold, candidate floor), from the bands
+
+
+@dataclass(kw_only=True)
+class Annotated(Tokenized):
+    mentions: pa.Array  # list<struct<start, end, text, score>>, one row per text
+    candidates: pa.Array | None = None  # the same, above the --keep-candidates floor

@@ -16,7 +16,7 @@ from .mentions import MENTION_TYPE
 from .spans import numeric_array
 
 if TYPE_CHECKING:
-    from .chunk import Chunk
+    from .chunk import Annotated
 
 __all__ = ["RESULT_COLUMNS", "append_results", "column_at", "field_at", "is_string_type", "kept_columns",
            "output_schema", "resolve_text_column", "root_column", "texts_of"]
@@ -41,7 +41,9 @@ def resolve_text_column(schema: pa.Schema, requested: str | None, file: str) -> 
         else:
             raise InputError(f"{file}: no column 'text' and {len(strings)} string columns ({', '.join(strings) or 'none'}); "
                              f"pick one with --text-column (columns: {', '.join(names)})")
-    t = field_at(schema, column).type
+    found = field_at(schema, column)
+    assert found is not None  # the column was just found, or is "text" and present
+    t = found.type
     if not is_text_type(t):
         raise InputError(f"{file}: column {column!r} has type {t}, expected a string column")
     return column
@@ -68,7 +70,7 @@ def output_schema(kept: list[pa.Field], keep_candidates: bool) -> pa.Schema:
     return pa.schema(fields)
 
 
-def append_results(table: pa.Table, chunk: Chunk) -> pa.Table:
+def append_results(table: pa.Table, chunk: Annotated) -> pa.Table:
     """Append the result columns of a processed chunk to its rows."""
     table = table.append_column("mentions", chunk.mentions)
     table = table.append_column("n_tokens", numeric_array(chunk.tokens.n_tokens, pa.int32()))

@@ -7,6 +7,7 @@ front, with the empty character range (0, 0). Offsets are Python string indices.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -84,7 +85,7 @@ class BundleTokenizer:
         return [Encoding(flat.ids[s : s + n], flat.offsets[s : s + n])
                 for s, n in zip(flat.start.tolist(), flat.lengths.tolist())]
 
-    def encode_flat(self, texts: list[str | None]) -> TokenBatch:
+    def encode_flat(self, texts: Sequence[str | None]) -> TokenBatch:
         """Encode a chunk (parallel in Rust) into flat arrays; ``None`` texts get no token."""
         present = [i for i, t in enumerate(texts) if t is not None]
         encodings = self._tok.encode_batch([texts[i] for i in present], add_special_tokens=False) if present else []

@@ -10,11 +10,12 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import pyarrow as pa
 
 from ..core.annotator import Annotator
-from ..core.chunk import Chunk, Stats
+from ..core.chunk import Annotated, Chunk, Inferred, Stats, Tokenized
 from ..core.columns import append_results, column_at, texts_of
 from ..core.partial import Partial
 from ..errors import InputError, Interrupted, collect_and_raise
@@ -37,7 +38,7 @@ from .pipeline import pipelined
 
 
 def annotate_files(annotator: Annotator, source: str | Sequence[str], output: str | None, *,
-                   run: RunOptions | None = None, on_chunk: Callable[[Chunk], None] | None = None,
+                   run: RunOptions | None = None, on_chunk: Callable[[Written], None] | None = None,
                    on_total: Callable[[int], None] | None = None,
                    selection: Selection = Selection(), **run_fields) -> Summary:
     """Annotate every input file; all inputs are checked before anything is written.
@@ -50,7 +51,7 @@ def annotate_files(annotator: Annotator, source: str | Sequence[str], output: st
     ``resume=``). ``selection``: ``--limit``/``--sample`` (see ``io/selection.py``).
 
     ``on_total`` is called once with the number of rows to process (those a resume keeps left
-    out), ``on_chunk`` after each chunk (``chunk.stats.rows``, ``chunk.stats.tokens``); for
+    out), ``on_chunk`` after each chunk is written (a ``Written``: ``.index``, ``.stats.rows``, ``.stats.tokens``); for
     progress within a chunk, see ``Annotator.on_progress``.
     """
     run = dataclasses.replace(run or RunOptions(), **run_fields).for_provider(annotator.provider)
@@ -137,8 +138,16 @@ def _rows_done(item: InputFile, fingerprint: dict) -> int:
     return min(item.rows, store.finished_parts() * fingerprint["chunk_rows"]) if store.started else 0
 
 
+@dataclasses.dataclass(frozen=True)
+class Written:
+    """A chunk whose part is written: its index in the file and what it took."""
+
+    index: int
+    stats: Stats
+
+
 def _annotate_one(annotator: Annotator, item: InputFile, record: dict, fingerprint: dict, run: RunOptions,
-                  on_chunk: Callable[[Chunk], None] | None) -> Stats:
+                  on_chunk: Callable[[Written], None] | None) -> Stats:
     """Annotate one input into its part store, then join the parts into the output.
 
     On any exception (Ctrl-C, ``Annotator.cancel``, an error), the model work of the chunks not yet
@@ -164,7 +173,7 @@ def _annotate_one(annotator: Annotator, item: InputFile, record: dict, fingerpri
             chunk.stats.seconds["read"] += time.perf_counter() - begin
             yield chunk
 
-    def infer(chunk: Chunk) -> Chunk:
+    def infer(chunk: Tokenized) -> Inferred:
         try:
             return annotator.infer(chunk)
         finally:  # done or not: what the graph did for this chunk is kept until its part is written
@@ -173,29 +182,26 @@ def _annotate_one(annotator: Annotator, item: InputFile, record: dict, fingerpri
 
     schema = item.out_schema.remove_metadata()
 
-    def write(chunk: Chunk) -> Chunk:
+    def write(chunk: Annotated) -> Written:
         begin = time.perf_counter()
         index, rows = chunk.payload
         store.write(index, append_results(rows, chunk).cast(schema))
         unwritten.pop(index, None)
         if index in saved:
             store.drop_partial(index)
-        chunk.payload = index
-        chunk.texts, chunk.tokens, chunk.mentions, chunk.candidates = [], None, None, None  # free early
-        chunk.partial = None
         chunk.stats.seconds["write"] += time.perf_counter() - begin
-        return chunk
+        return Written(index, chunk.stats)  # the chunk's texts, tokens and mentions are freed here
 
     n = run.host_threads
     index = done
-    stages = [annotator.tokenize, infer, annotator.decode, write]
+    stages: list[Callable[[Any], Any]] = [annotator.tokenize, infer, annotator.decode, write]
     chunks = pipelined(read(), stages, workers=[n, 1, n, n], cancel=annotator.cancel)
     try:
-        for chunk in chunks:
-            index = chunk.payload + 1
-            stats.add(chunk.stats)
+        for written in chunks:
+            index = written.index + 1
+            stats.add(written.stats)
             if on_chunk is not None:
-                on_chunk(chunk)
+                on_chunk(written)
     except BaseException as exc:
         chunks.close()  # the graph run in flight is cancelled, every stage thread joined
         annotator.reset_cancel()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import Any
 
 _DONE = object()
@@ -28,8 +28,9 @@ class _Failure:
         self.exc = exc
 
 
-def pipelined(source: Iterable[Any], stages: list[Callable[[Any], Any]], depth: int = 2,
-              workers: Sequence[int] | None = None, cancel: Callable[[], None] | None = None) -> Iterator[Any]:
+def pipelined(source: Iterable[Any], stages: Sequence[Callable[[Any], Any]], depth: int = 2,
+              workers: Sequence[int] | None = None,
+              cancel: Callable[[], None] | None = None) -> Generator[Any, None, None]:
     """Yield ``stages[-1](...stages[0](item))`` for each item of ``source``, in order.
 
     ``workers[k]`` threads run stage ``k`` (default 1 each: a stage that owns a resource,

@@ -55,7 +55,7 @@ from .inspect import (
 try:
     from ray.data import Datasink
 except ImportError:  # Ray is optional: annotate_files_ray says what to install
-    Datasink = object
+    Datasink = object  # type: ignore[misc,assignment]
 
 SUCCESS = "_SUCCESS"
 PATH_COLUMN = "path"  # the column ray.data.read_parquet(include_paths=True) adds: each row's input file
@@ -237,8 +237,8 @@ def annotate_files_ray(bundle: str | Path, source: str, output: str, *, run: Run
     if task_retries < 0:
         raise InputError(f"--ray-task-retries must be >= 0, found {task_retries}")
     run.check()
-    run = dataclasses.replace(run, chunk_rows=run.chunk_rows or DEFAULT_RAY_ROWS_PER_BATCH)
-    rows_per_batch = run.chunk_rows
+    rows_per_batch = run.chunk_rows or DEFAULT_RAY_ROWS_PER_BATCH
+    run = dataclasses.replace(run, chunk_rows=rows_per_batch)
     manifest = read_manifest(Path(bundle))
     options = check_options(manifest, options)
     plan = _plan(manifest, options, source, output, run)
@@ -294,11 +294,12 @@ def _actor_lost(ray, exc: BaseException) -> bool:
     """Whether ``exc`` (or what it wraps) says an actor died or became unreachable."""
     lost = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
     seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, lost):
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, lost):
             return True
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
     return False
 
 

@@ -6,6 +6,7 @@ Neither library is imported by the runtime: they come with the user's objects (`
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,14 @@ def mentions_batch(annotator: Annotator, texts: list[str | None]) -> dict[str, l
     if chunk.candidates is not None:
         out["candidates"] = chunk.candidates.to_pylist()
     return out
+
+
+def map_batch(annotator: Annotator, batch: Any, text_column: str | None = "text") -> dict[str, list]:
+    """``datasets``' batched map function: the result columns of ``batch`` (see ``Annotator.map_batch``).
+
+    Bound with ``functools.partial``, it pickles as the annotator does (its bundle folder, options
+    and bundle id), so ``datasets`` can hash it and send it to workers."""
+    return mentions_batch(annotator, batch_texts(batch, text_column))
 
 
 def batch_texts(batch: Any, text_column: str | None) -> list[str | None]:
@@ -60,7 +69,7 @@ def annotate_dataset(annotator: Annotator, dataset, text_column: str | None = No
         raise InputError(f"<dataset>: columns {clash} would be overwritten; remove them first (ds.remove_columns)")
     features = dataset.features.copy()
     features.update(_result_features(annotator))
-    return dataset.map(annotator.map_batch, batched=True, batch_size=batch_size, features=features,
+    return dataset.map(functools.partial(map_batch, annotator), batched=True, batch_size=batch_size, features=features,
                        fn_kwargs={"text_column": column}, **map_kwargs)
 
 

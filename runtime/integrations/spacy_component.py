@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 from spacy.language import Language
-from spacy.tokens import Doc, SpanGroup
+from spacy.tokens import Doc, Span, SpanGroup
 from spacy.util import minibatch
 
 from ..core.annotator import Annotator
@@ -52,7 +52,7 @@ class TommerComponent:
     def _annotate(self, docs: list[Doc]) -> None:
         chunk = self.annotator.process(Chunk(texts=[doc.text for doc in docs]))
         for doc, mentions in zip(docs, chunk.mentions.to_pylist()):
-            best: dict[tuple[int, int], tuple[float, object]] = {}
+            best: dict[tuple[int, int], tuple[float, Span]] = {}
             for m in mentions:
                 span = doc.char_span(m["start"], m["end"], label=self.label, alignment_mode=self.alignment_mode)
                 if span is not None and best.get((span.start, span.end), (-1.0,))[0] < m["score"]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -36,7 +37,7 @@ class Scores:
 
     counts: list[dict[str, int]]
 
-    def report(self) -> dict[str, object]:
+    def report(self) -> dict[str, Any]:
         total = {k: sum(c[k] for c in self.counts) for k in ("pred", "gold", "exact", "partial_pred", "partial_gold")}
         micro_exact = _prf(total["exact"], total["pred"], total["exact"], total["gold"])
         micro_partial = _prf(total["partial_pred"], total["pred"], total["partial_gold"], total["gold"])
@@ -51,7 +52,7 @@ class Scores:
                 "macro": {"exact": macro(per_doc_exact), "partial": macro(per_doc_partial)}}
 
 
-def score(preds: Sequence[Spans], golds: Sequence[Spans]) -> dict[str, object]:
+def score(preds: Sequence[Spans], golds: Sequence[Spans]) -> dict[str, Any]:
     """P/R/F1 of predictions against gold; top-level keys are the micro exact-boundary figures."""
     return Scores([doc_counts(p, g) for p, g in zip(preds, golds)]).report()
 
@@ -101,7 +102,8 @@ def span_agreement(first: Sequence[Iterable[Hashable]], second: Sequence[Iterabl
                      per_document=per_doc, spans_first=n_first, spans_second=n_second)
 
 
-def agreement(first: Sequence[Spans], second: Sequence[Spans], ids: Sequence[object], worst: int = 10) -> dict[str, object]:
+def agreement(first: Sequence[Spans], second: Sequence[Spans], ids: Sequence[object],
+              worst: int = 10) -> dict[str, Any]:
     """``span_agreement`` of two runs, and the ``worst`` documents that differ most (lowest DICE)."""
     found = span_agreement(first, second)
     per_doc = found.per_document
@@ -112,7 +114,7 @@ def agreement(first: Sequence[Spans], second: Sequence[Spans], ids: Sequence[obj
 
 
 def sweep(candidates: Sequence[Sequence[tuple[int, int, float]]], golds: Sequence[Spans],
-          thresholds: Sequence[float]) -> list[dict[str, object]]:
+          thresholds: Sequence[float]) -> list[dict[str, Any]]:
     """Micro exact P/R/F1 at each threshold, keeping candidates with score > threshold."""
     rows = []
     for t in thresholds:
