@@ -12,27 +12,52 @@ import dataclasses
 import importlib.metadata as md
 import multiprocessing
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import onnx_ir as ir
 import torch
 
-from ..runtime.bundle import (FORMAT_VERSION, MODEL_NAME, TOKENIZER_NAME, BackboneInfo, GraphInfo, HeadInfo, Manifest,
-                              TokenizerInfo, atomic_folder, write_manifest)
-from ..runtime.errors import ExportError, collect_and_raise
+from ..runtime.bundle import (
+    FORMAT_VERSION,
+    MODEL_NAME,
+    TOKENIZER_NAME,
+    BackboneInfo,
+    GraphInfo,
+    HeadInfo,
+    Manifest,
+    TokenizerInfo,
+    atomic_folder,
+    write_manifest,
+)
 from ..runtime.core.tokenization import BundleTokenizer
-from .backbone import (BackboneSource, TruncatedBackbone, hidden_states_after_block, inspect_backbone,
-                       load_truncated_backbone, opening_token)
+from ..runtime.errors import ExportError, collect_and_raise
+from .backbone import (
+    BackboneSource,
+    TruncatedBackbone,
+    hidden_states_after_block,
+    inspect_backbone,
+    load_truncated_backbone,
+    opening_token,
+)
 from .encoders import close_encodings, is_encoder, kind_mismatch, opens_with_bos, template_tokenizer_info
-from .graph import (TORCH_DTYPES, attach_head, cast_keeping_rotary_fp32, export_backbone, fuse_for_onnxruntime,
-                    fused_op_counts, inline_head, quantize_int8, save_model)
+from .graph import (
+    TORCH_DTYPES,
+    attach_head,
+    cast_keeping_rotary_fp32,
+    export_backbone,
+    fuse_for_onnxruntime,
+    fused_op_counts,
+    inline_head,
+    quantize_int8,
+    save_model,
+)
 from .head import Head, head_defaults, load_head
-from .hub import alias_target
 from .head_onnx import BandGeometry
+from .hub import alias_target
 from .reference import dense_span_probs, dense_to_band
 from .rewrites import expand_kv_heads, expands_kv_heads
 from .spec import DTYPES, QUANTIZATIONS, TARGETS, ExportOptions, ExportSpec

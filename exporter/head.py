@@ -22,8 +22,19 @@ from typing import TYPE_CHECKING, Any
 from ..runtime.bundle import HeadConfig
 from ..runtime.errors import ExportError, collect_and_raise
 from .head_config import _is_tommer, _read_objects, read_head_fields
-from .hub import (CARD_REPO, HEAD_OWNER, LOGIN_HINT, HubUnreachable, RepoNotFound, canonical_head_id,
-                  default_head_id, no_head_error, parse_head_name, published_layers, resolve_snapshot)
+from .hub import (
+    CARD_REPO,
+    HEAD_OWNER,
+    LOGIN_HINT,
+    HubUnreachable,
+    RepoNotFound,
+    canonical_head_id,
+    default_head_id,
+    no_head_error,
+    parse_head_name,
+    published_layers,
+    resolve_snapshot,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -59,7 +70,7 @@ class Head:
     def n_parameters(self) -> int:
         return sum(int(t.numel()) for t in (self.w_q, self.w_k, self.w_fc, self.b_fc, self.cl_w))
 
-    def for_tokenizer(self, has_bos: bool) -> "Head":
+    def for_tokenizer(self, has_bos: bool) -> Head:
         """Settle ``mask_bos: null``, as the reference does: true when the backbone's tokenizer has a BOS."""
         if not self.mask_bos_from_tokenizer:
             return self

@@ -40,7 +40,7 @@ class BandGeometry:
         return self.lookahead + self.band_width
 
     @classmethod
-    def for_head(cls, head: Head, max_span_tokens: int, closing: int = 0, mask_opening: bool = False) -> "BandGeometry":
+    def for_head(cls, head: Head, max_span_tokens: int, closing: int = 0, mask_opening: bool = False) -> BandGeometry:
         """Raises ExportError for a non-causal head without a window: its running min/max reads every
         later key of the text, which no band of fixed width holds."""
         cfg = head.config

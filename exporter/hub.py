@@ -74,8 +74,13 @@ def resolve_snapshot(ref: str, *, revision: str | None, token: str | bool | None
     repo_id, sub = "/".join(parts[:2]), "/".join(parts[2:])
     patterns = [f"{sub}/{p}" if sub else p for p in allow_patterns] if allow_patterns else None
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (GatedRepoError, HFValidationError, LocalEntryNotFoundError,
-                                        RepositoryNotFoundError, RevisionNotFoundError)
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
     try:
         root = Path(snapshot_download(repo_id, revision=revision, token=token, allow_patterns=patterns))
     except HFValidationError as exc:

@@ -23,7 +23,7 @@ CORPUS = [
 ]
 
 # tiny geometries per architecture, each with its family's quirks set explicitly (never left to a default
-# that could change): tests/test_families.py checks that undoing each quirk changes the hidden states
+# that could change): tests/exporter/test_families.py checks that undoing each quirk changes the hidden states
 TINY_CONFIGS: dict[str, dict] = {
     # Llama 3.x: grouped-query attention, llama3 rope scaling (an original context short enough that the
     # tiny texts reach the scaled frequencies)

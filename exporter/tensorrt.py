@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import onnx
@@ -46,7 +46,7 @@ class OperatorTable:
         return tuple(n for m in _CONSTANT_INPUTS.finditer(text) for n in re.findall(r"`(\w+)`", m.group(1)))
 
 
-@lru_cache(maxsize=None)
+@cache
 def operator_table(path: Path = DATA) -> OperatorTable:
     data = json.loads(Path(path).read_text())
     return OperatorTable(version=data["tensorrt"], source=data["source"], opset_min=data["opset_min"],

@@ -1,4 +1,4 @@
-"""The torch-free runtime, in layers (docs/design.md gives the rules, tests/test_layers.py checks them).
+"""The torch-free runtime, in layers (docs/design.md gives the rules, tests/runtime/test_layers.py checks them).
 
 - base modules: ``errors``, ``bundle`` (the manifest: the one contract with the exporter),
   ``options`` (every option and default, resolved once) and ``fields`` (Arrow columns by

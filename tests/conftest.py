@@ -15,7 +15,7 @@ REAL_HEAD = DATA / "heads" / "ToMMeR-Llama-3.2-1B_L6_R64"
 REAL_HEAD_SAFETENSORS = DATA / "heads" / "ToMMeR-Llama-3.2-1B_L6_R64-safetensors"
 GOLDEN = DATA / "fixtures" / "head_golden.npz"
 TESTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "gpt_neox", "phi", "phi3")
-TESTED_ENCODERS = ("bert", "roberta", "modernbert")  # tests/test_encoders.py
+TESTED_ENCODERS = ("bert", "roberta", "modernbert")  # tests/exporter/test_encoders.py
 TINY_LAYER = 2
 
 
@@ -40,7 +40,8 @@ def _needs_torch(path: Path) -> bool:
 
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
-collect_ignore = [] if HAVE_TORCH else [p.name for p in Path(__file__).parent.glob("test_*.py") if _needs_torch(p)]
+_HERE = Path(__file__).parent
+collect_ignore = [] if HAVE_TORCH else [str(p.relative_to(_HERE)) for p in _HERE.rglob("test_*.py") if _needs_torch(p)]
 
 
 def pytest_collection_modifyitems(config, items):

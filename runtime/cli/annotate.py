@@ -19,7 +19,7 @@ app = typer.Typer(add_completion=False, rich_markup_mode=None,
                   help="Annotate Parquet or JSON Lines corpora with a tommer bundle: every mention of every document, to Parquet.")
 
 
-class Decoding(str, Enum):  # options.STRATEGIES (tests/test_runtime_light.py holds them equal)
+class Decoding(str, Enum):  # options.STRATEGIES (tests/runtime/test_runtime_light.py holds them equal)
     threshold = "threshold"
     greedy = "greedy"
     flat = "flat"

@@ -1,7 +1,7 @@
 """Each decoder family of the published collection: its quirks are really in the tiny model, its BOS is the
 reference loader's, and Phi-3's fused projections go through the int8 and attention rewrites.
 
-Parity with the full model's hidden_states[L+1] for every family is tests/test_export.py
+Parity with the full model's hidden_states[L+1] for every family is tests/exporter/test_export.py
 (test_architecture_exports_with_parity_to_full_model, parametrized over TESTED_ARCHITECTURES).
 """
 
@@ -56,7 +56,7 @@ def test_family_quirk_is_exercised(arch, quirk, undo, tiny_factory):
 
 
 def test_family_table_matches_the_tests():
-    decoders = set(FAMILIES) - set(TESTED_ENCODERS)  # encoders: tests/test_encoders.py, random_encoders.py
+    decoders = set(FAMILIES) - set(TESTED_ENCODERS)  # encoders: tests/exporter/test_encoders.py, random_encoders.py
     assert decoders == set(TESTED_ARCHITECTURES) == set(TINY_CONFIGS) == set(FAMILY_TOKENS)
     assert set(FAMILIES) - decoders == set(TINY_ENCODER_CONFIGS)
 
@@ -116,7 +116,7 @@ def test_phi3_int8_and_attention_rewrites(tiny_factory, tmp_path):
     """Fused qkv_proj / gate_up_proj: every linear layer quantized (4 per block), none of their rescales
     deferred (gate_up's output is sliced, not multiplied whole), attention on the 3-D layout in every block,
     validated by the exporter (batch invariance included); BOS recorded; position 0 never starts a span."""
-    from test_export import TEXTS, graph_bands
+    from export_helpers import TEXTS, graph_bands
 
     from tommer.exporter.export import export_bundle
     from tommer.exporter.spec import ExportOptions

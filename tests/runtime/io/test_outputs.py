@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from test_annotate import TEXTS, cli, corpus
+from annotate_helpers import TEXTS, cli, corpus
 
 from tommer.runtime.annotator import Annotator
 from tommer.runtime.errors import InputError

@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from test_annotate import TEXTS, cli, corpus
+from annotate_helpers import TEXTS, cli, corpus
 
 from tommer.runtime.annotator import Annotator
 from tommer.runtime.core.chunk import Chunk

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 import tomllib
+from conftest import REPO
 from typer.testing import CliRunner
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 SCRIPTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
 
 

@@ -13,8 +13,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 GPU = ROOT / "benchmarks" / "gpu"
 
 

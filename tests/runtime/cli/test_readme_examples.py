@@ -23,9 +23,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import REPO
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sample.parquet"
+README = REPO / "README.md"
+SAMPLE = REPO / "examples" / "sample.parquet"
 LAUNCH = {
     "tommer-annotate": "from tommer.runtime.cli.annotate import main; main()",
     "tommer-eval": "from tommer.runtime.cli.quality import eval_main; eval_main()",

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import TESTED_ARCHITECTURES, TESTED_ENCODERS, TINY_LAYER
+from export_helpers import TEXTS, graph_bands
 
 from tommer.exporter.backbone import SUPPORTED_ARCHITECTURES
 from tommer.exporter.export import export_bundle
@@ -19,8 +20,6 @@ from tommer.runtime.core.tokenization import BundleTokenizer, pad_batch
 from tommer.runtime.errors import ExportError, ParityError
 from tommer.runtime.execution.session import create_session, run_band
 
-TEXTS = ["Barack Obama visited Paris and Berlin in 2014.", "Hi", "",
-         "The Amazon river flows through Brazil, Peru and Colombia to the Atlantic Ocean."]
 PARITY = 1e-4  # span probabilities, ONNX graph vs reference maths on full-model hidden states
 
 
@@ -29,12 +28,6 @@ def export(backbone, head, out, **kw):
                                        output=str(out), **kw))
 
 
-def graph_bands(bundle, texts, encodings=None):
-    manifest = read_manifest(bundle)
-    tok = BundleTokenizer.from_bundle(bundle, manifest)
-    encodings = tok.encode_batch(texts) if encodings is None else encodings
-    ids, mask = pad_batch([e.ids for e in encodings], manifest.tokenizer.pad_token_id)
-    return run_band(create_session(bundle / "model.onnx"), ids, mask), ids, mask
 
 
 def full_model_hidden(backbone_dir, ids, mask, layer):

@@ -91,7 +91,7 @@ def test_pure_numpy_tests_run_without_the_vendored_data(tmp_path):
     here = Path(__file__).parent
     tests = tmp_path / "repo" / "tests"
     tests.mkdir(parents=True)
-    shutil.copy(here / "conftest.py", tests)
+    shutil.copy(here.parents[1] / "conftest.py", tests)  # tests/conftest.py: the vendored data's paths
     shutil.copy(here / "test_windows.py", tests)
     (tests / "test_needs_golden.py").write_text("def test_golden(golden):\n    assert golden\n")
     out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tests),

@@ -11,7 +11,7 @@ import sys
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from test_annotate import TEXTS, cli, corpus
+from annotate_helpers import TEXTS, cli, corpus
 
 
 def _run_suggested(message: str, cwd) -> None:

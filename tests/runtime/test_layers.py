@@ -11,7 +11,9 @@ import ast
 import shutil
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import REPO
+
+ROOT = REPO
 FOLDERS = {"package": "tommer", "runtime": "tommer.runtime", "exporter": "tommer.exporter",
            "benchmarks": "tommer.benchmarks"}
 BASE = {"errors", "bundle", "options", "fields"}

@@ -12,14 +12,14 @@ import dataclasses
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from conftest import DATA
 from typer.testing import CliRunner
 
 from tommer.runtime.execution import placement
 
-LOGS = Path(__file__).resolve().parent / "data" / "ort_logs"
+LOGS = DATA / "ort_logs"
 TINY_NODES = 136  # the tiny bundle's optimised graph, as the GPU wording files list it
 
 
