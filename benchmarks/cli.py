@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import platform
 import subprocess
 import sys
@@ -12,8 +11,8 @@ from typing import Any, Optional
 import typer
 
 from ..runtime.cli.common import Command, version_option
-from .backends import ALL_BACKENDS, REFERENCE_BACKENDS
-from .machine import machine_summary
+from .lib.backends import ALL_BACKENDS, REFERENCE_BACKENDS
+from .lib.machine import machine_summary
 
 DEFAULT_BACKENDS = "reference,reference-naive,onnx-fp32,onnx-int8"
 DEFAULT_OUT = Path("tommer-bench-results")  # ignored by git: never the committed benchmarks/results
@@ -21,20 +20,6 @@ BENCH_FILES = ("bench.json", "bench.md", "bench.png")
 FEED_FILES = ("feed.json", "feed.md")
 app = typer.Typer(add_completion=False, rich_markup_mode=None,
                   help="Measure tommer against the PyTorch reference path on the same texts and weights.")
-
-
-def run_worker(spec: dict, src: Path, dst: Path) -> dict[str, Any]:
-    job = json.dumps({"spec": spec, "src": str(src), "dst": str(dst)})
-    proc = subprocess.run([sys.executable, "-m", "tommer.benchmarks.worker", job], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"backend {spec['name']} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def read_spans(path: Path) -> list[list[tuple[int, int]]]:
-    import pyarrow.parquet as pq
-
-    return [[(m["start"], m["end"]) for m in doc] for doc in pq.read_table(path, columns=["mentions"]).column("mentions").to_pylist()]
 
 
 @app.command(cls=Command)
@@ -56,16 +41,17 @@ def bench(
     version: Optional[bool] = version_option(),
 ) -> None:
     """Run every backend on the same texts, alternating, and write JSON, Markdown and a PNG plot."""
-    from tommer.benchmarks.backends import skip_reason
-    from tommer.benchmarks.corpus import synthetic_texts, write_corpus
-    from tommer.benchmarks.metrics import matmul_peaks
-    from tommer.benchmarks.report import markdown_table, write_all
+    from .lib.backends import skip_reason
+    from .lib.corpus import write_corpus
+    from .lib.metrics import matmul_peaks
+    from .lib.report import markdown_table, write_all
+    from .lib.runs import figures, run_worker
 
     check_out(out, BENCH_FILES, overwrite)
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
     if demo_model is not None:
-        from tommer.benchmarks.models import build_demo
+        from .lib.models import build_demo
 
         typer.echo(f"building the demo model in {demo_model} (once)", err=True)
         paths = build_demo(demo_model)
@@ -82,7 +68,7 @@ def bench(
         raise typer.BadParameter(f"unknown backends {unknown}; expected some of {', '.join(ALL_BACKENDS)}")
     if any(b in REFERENCE_BACKENDS for b in names):
         check_backbone(backbone, model)
-    src = corpus or write_corpus(work / "corpus.parquet", synthetic_texts(synthetic, seed))
+    src = corpus or write_corpus(work / "corpus.parquet", synthetic, seed)
     results: dict[str, Any] = {"command": "tommer-bench " + " ".join(sys.argv[1:]), "backends": {}}
     peaks = matmul_peaks(threads=threads)
     peak = max(peaks.values())
@@ -151,44 +137,6 @@ def check_backbone(backbone: str, bundle: Path) -> None:
         raise typer.BadParameter(f"the reference backends load the backbone {backbone!r} recorded in {bundle}'s "
                                  "manifest, which is not a folder from here: pass --backbone FOLDER_OR_HUB_ID",
                                  param_hint="--backbone")
-
-
-def figures(runs: dict[str, list[dict]], src: Path, work: Path, manifest, peak: float,
-            backbone: str) -> dict[str, Any]:
-    """Per-backend medians, paired ratios, FLOP/s, utilisation and agreement with the reference."""
-    import pyarrow.parquet as pq
-    from transformers import AutoConfig
-
-    from tommer.benchmarks.metrics import backbone_flops, paired_ratios, summarize
-    from tommer.runtime.quality.evaluate import span_agreement
-
-    config = AutoConfig.from_pretrained(backbone).to_dict()
-    n_tokens = pq.read_table(work / f"{next(iter(runs))}.parquet", columns=["n_tokens"]).column("n_tokens").to_pylist()
-    flops = backbone_flops(config, [n + 1 for n in n_tokens], blocks=manifest.backbone.num_layers_kept)
-    reference = "reference" if "reference" in runs else None
-    ref_spans = read_spans(work / "reference.parquet") if reference else None
-    out: dict[str, Any] = {}
-    for name, xs in runs.items():
-        tps = [x["tokens"] / x["wall_seconds"] for x in xs]
-        infer = sorted(x["seconds"]["infer"] for x in xs)[len(xs) // 2]
-        entry = {
-            "runs": xs,
-            "tokens_per_second": summarize(tps),
-            "docs_per_second": summarize([x["docs"] / x["wall_seconds"] for x in xs]),
-            "padding_fraction": 1 - xs[0]["tokens"] / xs[0]["padded_tokens"],
-            "stage_seconds_median": {s: sorted(x["seconds"][s] for x in xs)[len(xs) // 2] for s in xs[0]["seconds"]},
-            "peak_rss_bytes": max(x["peak_rss_bytes"] for x in xs),
-            "backbone_flops": flops,
-            "infer_gflops": flops / infer / 1e9,
-            "infer_utilization": flops / infer / peak,
-            "end_to_end_utilization": flops / sorted(x["wall_seconds"] for x in xs)[len(xs) // 2] / peak,
-        }
-        if reference:
-            ref_tps = [x["tokens"] / x["wall_seconds"] for x in runs[reference]]
-            entry["ratio_to_reference"] = paired_ratios(tps, ref_tps)
-            entry["agreement"] = span_agreement(ref_spans, read_spans(work / f"{name}.parquet")).figures()
-        out[name] = entry
-    return out
 
 
 feed_app = typer.Typer(add_completion=False, rich_markup_mode=None,

@@ -16,6 +16,10 @@ decode and write at the GPU's rate. This benchmark measures that host side alone
   (``encode_batch`` over the same texts, in chunks of the same size), and the whole
   ``tommer-annotate`` process, Parquet to Parquet, in a fresh process; their ratio, the
   per-stage seconds and the peak RSS.
+
+The bundle is ``lib/models.build_feed_bundle``, the corpus ``lib/corpus.feed_corpus`` (the ``feed``
+mix), the report ``lib/report.write_report``; this module is the face that ``tommer-bench-feed``
+calls and that runs its own children (``python -m tommer.benchmarks.feed KIND ARGS``).
 """
 
 from __future__ import annotations
@@ -31,129 +35,9 @@ from typing import Any
 
 import numpy as np
 
-SYLLABLES = ["ka", "lo", "mi", "ne", "tra", "vel", "son", "dor", "ri", "an", "ber", "gu", "is", "ta", "por", "el",
-             "ma", "qui", "zen", "ho", "ur", "sta", "fen", "ly", "cor", "dis", "wa", "pe", "ox", "ni", "bro", "ae"]
-NAMES = ["Paris", "Marie Curie", "Barack Obama", "the United Nations", "Tokyo", "Amazon", "São Paulo",
-         "Zürich", "Ada Lovelace", "New York City", "Nagoya 名古屋", "Angela Merkel", "François Hollande",
-         "the Nobel Prize", "Kraków", "Lionel Messi", "the British Museum", "Apple Inc.", "Ñuñoa", "Reykjavík"]
-PUNCT = [",", ",", ".", ";", ":", " -", " (", ")", "!", "?", "'s", " \u201c", "\u201d"]
-EMOJI = ["🙂", "🚀", "👍🏽", "🇫🇷", "e\u0301"]
-
-
-def feed_texts(n_docs: int, seed: int = 0, median_words: float = 45.0, sigma: float = 1.0,
-               max_words: int = 1500) -> list[str]:
-    """Seeded texts of log-normal word counts (median ~45 words, ~60 tokens; tail to ~2,000 tokens)."""
-    rng = np.random.default_rng(seed)
-    vocab_rng = np.random.default_rng(12345)
-    lex = ["".join(vocab_rng.choice(SYLLABLES, size=k)) for k in vocab_rng.integers(1, 5, size=20000)]
-    zipf = 1.0 / np.arange(1, len(lex) + 1) ** 1.05
-    zipf /= zipf.sum()
-    lengths = np.clip(rng.lognormal(np.log(median_words), sigma, n_docs).astype(int), 1, max_words)
-    texts = []
-    for n in lengths.tolist():
-        words = [lex[i] for i in rng.choice(len(lex), size=n, p=zipf)]
-        marks = rng.random(n)
-        for k in np.flatnonzero(marks < 0.08).tolist():
-            words[k] = NAMES[rng.integers(len(NAMES))]
-        for k in np.flatnonzero((marks > 0.08) & (marks < 0.11)).tolist():
-            words[k] = str(int(rng.integers(1, 100000)))
-        for k in np.flatnonzero(marks > 0.995).tolist():
-            words[k] = EMOJI[rng.integers(len(EMOJI))]
-        out = []
-        for k, w in enumerate(words):
-            out.append(w)
-            if rng.random() < 0.09:
-                out.append(PUNCT[rng.integers(len(PUNCT))])
-            if k + 1 < n:
-                out.append("\n\n" if rng.random() < 0.01 else " ")
-        text = "".join(out)
-        texts.append(text[:1].upper() + text[1:] + ".")
-    return texts
-
-
-def write_feed_corpus(path: Path, n_docs: int, seed: int = 0, batch: int = 20000) -> dict[str, Any]:
-    """Write the corpus in slices (bounded memory); returns its row count."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    schema = pa.schema([("id", pa.int64()), ("text", pa.string())])
-    with pq.ParquetWriter(path, schema) as writer:
-        for first in range(0, n_docs, batch):
-            texts = feed_texts(min(batch, n_docs - first), seed=seed * 1000003 + first)
-            writer.write_table(pa.table({"id": pa.array(range(first, first + len(texts)), pa.int64()),
-                                         "text": pa.array(texts, pa.string())}, schema=schema), row_group_size=8192)
-    return {"rows": n_docs}
-
-
-def build_feed_bundle(folder: Path, vocab_size: int = 16000, band_width: int = 26, hit_rate: float = 0.22,
-                      length_decay: float = 0.6, seed: int = 0) -> Path:
-    """A bundle whose graph is ``Gather(table, input_ids) * attention_mask`` (near-free), reused when there.
-
-    Cell ``(v, o)`` of the table is above 0.9 with probability ``hit_rate * length_decay**o``.
-    """
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    from tommer import __version__
-    from tommer.exporter.random_models import make_tokenizer
-    from tommer.runtime.bundle import (
-        FORMAT_VERSION,
-        MODEL_NAME,
-        TOKENIZER_NAME,
-        BackboneInfo,
-        HeadInfo,
-        Manifest,
-        TokenizerInfo,
-        atomic_folder,
-        read_manifest,
-        write_manifest,
-    )
-
-    if (folder / "tommer.json").is_file():
-        return folder
-    with atomic_folder(folder, overwrite=True) as tmp:
-        tok_dir = tmp / "tok"
-        make_tokenizer(tok_dir, vocab_size=vocab_size, texts=feed_texts(4000, seed=999))
-        os.replace(tok_dir / TOKENIZER_NAME, tmp / TOKENIZER_NAME)
-        for f in tok_dir.iterdir():
-            f.unlink()
-        tok_dir.rmdir()
-        from tokenizers import Tokenizer
-
-        tok = Tokenizer.from_file(str(tmp / TOKENIZER_NAME))
-        vocab = tok.get_vocab_size()
-        bos = tok.token_to_id("<|begin_of_text|>")
-        rng = np.random.default_rng(seed)
-        rates = hit_rate * length_decay ** np.arange(band_width)
-        hit = rng.random((vocab, band_width)) < rates
-        table = np.where(hit, rng.uniform(0.9, 1.0, hit.shape), rng.uniform(0.0, 0.9, hit.shape)).astype(np.float32)
-        nodes = [
-            helper.make_node("Gather", ["table", "input_ids"], ["cells"], axis=0),
-            helper.make_node("Cast", ["attention_mask"], ["mask_f"], to=TensorProto.FLOAT),
-            helper.make_node("Unsqueeze", ["mask_f", "last"], ["mask_3d"]),
-            helper.make_node("Mul", ["cells", "mask_3d"], ["span_probs"]),
-        ]
-        graph = helper.make_graph(
-            nodes, "tommer_feed",
-            [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"]),
-             helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "sequence"])],
-            [helper.make_tensor_value_info("span_probs", TensorProto.FLOAT, ["batch", "sequence", band_width])],
-            [numpy_helper.from_array(table, "table"), numpy_helper.from_array(np.array([-1], np.int64), "last")])
-        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9), tmp / MODEL_NAME)
-        manifest = Manifest(
-            format_version=FORMAT_VERSION, tommer_version=__version__,
-            backbone=BackboneInfo(source="feed: Gather of a random table (near-free)", architecture="feed",
-                                  hidden_size=0, num_layers_total=0, num_layers_kept=0, vocab_size=vocab,
-                                  max_positions=1 << 20),
-            head=HeadInfo(source="feed", llm_name="feed", layer=0, rank=0, causal=True,
-                          sliding_window=band_width - 1, use_cosine=False),
-            tokenizer=TokenizerInfo(file=TOKENIZER_NAME, bos_token_id=bos, pad_token_id=bos, max_tokens=2048),
-            band_width=band_width, dtype="fp32", quantization=None, opset=18,
-            validation={"feed": True, "graph_run": False, "note": "benchmark bundle: no model, nothing to validate"})
-        write_manifest(tmp, manifest)
-    read_manifest(folder)
-    return folder
+from .lib.corpus import feed_corpus
+from .lib.models import build_feed_bundle
+from .lib.report import write_report
 
 
 # -- measured in child processes -----------------------------------------------------------
@@ -218,17 +102,8 @@ if __name__ == "__main__":
 
 
 # -- the command ----------------------------------------------------------------------------
-def _tokens_to_docs(tokens: int) -> int:
-    return max(100, int(tokens / 90))  # about 90 tokens a document on average with these lengths
-
-
 def _corpus(work: Path, tokens: int, seed: int) -> Path:
-    path = work / f"feed-corpus-{tokens}-{seed}.parquet"
-    if not path.is_file():
-        tmp = path.with_name(f".{path.name}.tmp")
-        write_feed_corpus(tmp, _tokens_to_docs(tokens), seed=seed)
-        os.replace(tmp, path)
-    return path
+    return feed_corpus(work / f"feed-corpus-{tokens}-{seed}.parquet", tokens, seed)
 
 
 def _median(xs: list[float]) -> float:
@@ -263,7 +138,7 @@ def feed_main(
     threshold: float, batch_tokens: int, chunk_rows: int, host_threads: int, seed: int,
 ) -> dict[str, Any]:
     """Run the feed benchmark; returns the result written to ``out/feed.json`` and ``out/feed.md``."""
-    from .machine import machine_summary
+    from .lib.machine import machine_summary
 
     work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -313,7 +188,6 @@ def feed_main(
         "annotate": "annotate_files in a fresh process: read, tokenize, infer, decode, write parts, join the output",
         "scaling": scaling, "memory": memory,
     }
-    (out / "feed.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "feed.md").write_text(markdown(result))
-    log(f"wrote {out / 'feed.json'} and {out / 'feed.md'}")
+    files = write_report(out, "feed", result, markdown(result))
+    log(f"wrote {' and '.join(map(str, files))}")
     return result

@@ -36,7 +36,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import threading
@@ -105,10 +104,11 @@ class Results:
         self.save()
 
     def save(self) -> None:
-        self.path.write_text(json.dumps(self.data, indent=1, default=str))
-        self.out.mkdir(parents=True, exist_ok=True)
-        shutil.copy(self.path, self.out / "gpu.json")
-        (self.out / "gpu.md").write_text(markdown(self.data))
+        from .lib.report import write_report
+
+        text = markdown(self.data)
+        write_report(self.path.parent, "gpu", self.data, text)
+        write_report(self.out, "gpu", self.data, text)
 
 
 class GpuMemory:
@@ -148,25 +148,6 @@ class GpuMemory:
 # ---------------------------------------------------------------------------------------------- env
 
 
-def matmul_peak(dtype: str, n: int = 8192, repeats: int = 10) -> float | None:
-    """FLOP/s of an n x n x n matrix product on the GPU (mean of ``repeats`` after 3 warm-ups)."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return None
-    torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
-    a = torch.randn(n, n, device="cuda", dtype=torch_dtype)
-    b = torch.randn(n, n, device="cuda", dtype=torch_dtype)
-    for _ in range(3):
-        a @ b
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    torch.cuda.synchronize()
-    return 2 * n**3 * repeats / (time.perf_counter() - start)
-
-
 def stage_env(results: Results, call: str) -> None:
     """The machine and its libraries, per call (``prepare`` sees the image's onnxruntime, ``device``
     the installed onnxruntime-gpu); the matmul peaks are measured in each call."""
@@ -184,9 +165,10 @@ def stage_env(results: Results, call: str) -> None:
     except (OSError, subprocess.SubprocessError) as exc:
         env["nvidia_smi"] = f"unavailable ({exc})"
     if torch.cuda.is_available():
+        from .lib.metrics import matmul_peak
+
         env["device"] = torch.cuda.get_device_name()
-        torch.backends.cuda.matmul.allow_tf32 = False
-        env["matmul_peak_flops"] = {d: matmul_peak(d) for d in ("bf16", "fp16", "fp32")}
+        env["matmul_peak_flops"] = {d: matmul_peak("torch", d, "cuda") for d in ("bf16", "fp16", "fp32")}
     calls = results.data.get("env_by_call", {})
     calls[call] = env
     results.data["env_by_call"] = calls
@@ -199,17 +181,17 @@ def stage_env(results: Results, call: str) -> None:
 
 def build_backbone(work: Path, smoke: bool) -> Path:
     """Blocks 0..layer of the geometry with random weights, and a tokenizer of about one token per word."""
-    from tommer.benchmarks.corpus import NAMES, WORDS, synthetic_texts
     from tommer.exporter.random_models import make_backbone
+
+    from .lib.corpus import tokenizer_texts
 
     folder = work / BACKBONE_NAME
     if (folder / "config.json").exists():
         return folder
     geometry = dict(SMOKE if smoke else LLAMA_1B)
     layer = SMOKE_LAYER if smoke else LAYER
-    texts = synthetic_texts(2000, seed=123) + [" ".join(WORDS + NAMES)] * 50
     log(f"building the backbone ({'smoke' if smoke else 'Llama-3.2-1B geometry'}, {layer + 1} blocks)")
-    make_backbone(folder, "llama", num_layers=layer + 1, tokenizer_texts=texts, **geometry)
+    make_backbone(folder, "llama", num_layers=layer + 1, tokenizer_texts=tokenizer_texts(), **geometry)
     return folder
 
 
@@ -301,13 +283,12 @@ def placement_check(results: Results, work: Path, dtype: str, smoke: bool) -> di
 def corpus(work: Path, tokens: int) -> Path:
     """The feed benchmark's corpus (log-normal, median ~60 tokens, tail to ~2,000) of about ``tokens``
     (about 90 a document; at least 100 documents, or 20 for the CPU smoke's few tokens)."""
-    from tommer.benchmarks.feed import _tokens_to_docs, write_feed_corpus
+    from .lib.corpus import feed_corpus
 
     path = work / f"corpus-{tokens}.parquet"
     if not path.exists():
         log(f"writing the corpus ({tokens:,} tokens)")
-        write_feed_corpus(path, _tokens_to_docs(tokens) if tokens >= 9000 else max(20, tokens // 90), seed=0)
-    return path
+    return feed_corpus(path, tokens, seed=0, minimum_docs=20)
 
 
 def run_spec(work: Path, backend: str, batch_tokens: int, options: dict, smoke: bool,
@@ -330,7 +311,7 @@ def run_spec(work: Path, backend: str, batch_tokens: int, options: dict, smoke: 
 
 def measure(results: Results, work: Path, src: Path, name: str, spec: dict) -> dict[str, Any] | None:
     """One run, saved at once (with the figures it allows)."""
-    from tommer.benchmarks.cli import run_worker
+    from .lib.runs import run_worker
 
     log(f"run {name}")
     dst = work / f"out-{name.replace(' ', '_')}.parquet"
@@ -440,7 +421,7 @@ _SPANS: dict[tuple[str, float], list] = {}  # (output, mtime) -> its spans: figu
 
 
 def spans_of(path: Path) -> list:
-    from tommer.benchmarks.cli import read_spans
+    from .lib.runs import read_spans
 
     key = (str(path), path.stat().st_mtime)
     if key not in _SPANS:
@@ -453,8 +434,9 @@ def figures(results: Results) -> None:
     import pyarrow.parquet as pq
     from transformers import AutoConfig
 
-    from tommer.benchmarks.metrics import backbone_flops
     from tommer.runtime.quality.evaluate import span_agreement
+
+    from .lib.metrics import backbone_flops
 
     runs = {k: v for k, v in results.data.get("runs", {}).items() if "failed" not in v}
     if not runs:

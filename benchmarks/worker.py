@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from tommer.benchmarks.backends import BackendSpec, make_backend
+from tommer.benchmarks.lib.backends import BackendSpec, make_backend
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ small fixed set of shapes (TensorRT optimization profiles, CUDA graphs, kernels 
 memory planned once per shape): with ``ShapeBuckets`` a window's length is rounded up to
 the next bucket length (a geometric ladder, ``per_octave`` steps per doubling, multiples of
 8), a bucket's batches have ``batch_tokens // length`` rows, and its last, partial batch is
-padded with empty rows up to a power of two. ``benchmarks/buckets.py`` measures what this
+padded with empty rows up to a power of two. ``benchmarks/experiments/buckets.py`` measures what this
 padding costs on the benchmark corpus.
 """
 

@@ -5,7 +5,7 @@ value, and the softmax of those rows makes subnormal (denormal) floats. x86 CPUs
 subnormals in microcode, about 100 times slower than normal floats: onnxruntime's CPU
 ``Attention`` ran 1.9x slower on 64-token windows because of them, and a ``Softmax`` over
 causally masked rows 4.5x slower than over the same rows unmasked
-(``benchmarks/denormals.py``). With the CPU's flush-to-zero (FTZ) and
+(``benchmarks/experiments/denormals.py``). With the CPU's flush-to-zero (FTZ) and
 denormals-are-zero (DAZ) modes, values under 1.2e-38 count as 0, which changes no span.
 
 onnxruntime's ``session.set_denormal_as_zero`` sets the modes on its own intra-op

@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tommer.benchmarks.corpus import synthetic_texts
-from tommer.benchmarks.metrics import backbone_flops, paired_ratios
+from tommer.benchmarks.lib.corpus import texts
+from tommer.benchmarks.lib.metrics import backbone_flops, paired_ratios
 from tommer.runtime.quality.evaluate import dice, span_agreement
 
 
@@ -48,8 +48,8 @@ def test_ratios_are_paired_run_by_run():
 
 
 def test_synthetic_corpus_is_seeded_with_a_long_tail():
-    a, b = synthetic_texts(500, seed=1), synthetic_texts(500, seed=1)
-    assert a == b and a != synthetic_texts(500, seed=2)
+    a, b = texts(500, seed=1), texts(500, seed=1)
+    assert a == b and a != texts(500, seed=2)
     words = sorted(len(t.split()) for t in a)
     assert 30 <= words[len(words) // 2] <= 50 and words[-1] > 200
 
@@ -82,14 +82,14 @@ def test_feed_bundle_runs_through_the_annotator_at_a_controlled_density(tmp_path
     """The feed benchmark's bundle is a real bundle: the annotator runs it, mentions come out at about the set density."""
     import numpy as np
 
-    from tommer.benchmarks.feed import build_feed_bundle, feed_texts
+    from tommer.benchmarks.lib.corpus import texts
+    from tommer.benchmarks.lib.models import build_feed_bundle
     from tommer.runtime.annotator import Annotator
     from tommer.runtime.core.chunk import Chunk
 
     bundle = build_feed_bundle(tmp_path / "feed", vocab_size=600)
     annotator = Annotator.from_bundle(bundle, threshold=0.9, batch_tokens=2048)
-    texts = feed_texts(200, seed=3)
-    chunk = annotator.process(Chunk(texts=texts))
+    chunk = annotator.process(Chunk(texts=texts(200, seed=3, mix="feed")))
     density = chunk.stats.mentions / (chunk.stats.tokens - chunk.stats.rows)
     assert 0.2 < density < 1.0, density
     lengths = chunk.tokens.n_tokens
@@ -108,3 +108,27 @@ def test_bench_names_a_recorded_backbone_folder_that_is_not_there(tiny_bundle, t
                           "reference,onnx-fp32", "--out", str(tmp_path / "out")], capture_output=True, text=True)
     assert out.returncode == 2 and "'./tiny-llama'" in out.stderr and "--backbone" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_the_benchmarks_library_and_experiments_never_import_a_face():
+    """``benchmarks/lib`` is what the faces share and ``benchmarks/experiments`` the A/B scripts: neither
+    imports the faces at the top (cli, feed, worker, gpu_session), wherever the import stands."""
+    import ast
+
+    from conftest import REPO
+
+    faces = {"cli", "feed", "worker", "gpu_session"}
+    for folder in ("lib", "experiments"):
+        for path in sorted((REPO / "benchmarks" / folder).glob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = []
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom):
+                    base = "tommer.benchmarks." if node.level == 2 else f"tommer.benchmarks.{folder}." * (node.level == 1)
+                    module = base + (node.module or "")
+                    names = [module] + [f"{module.rstrip('.')}.{a.name}" for a in node.names]
+                for name in names:
+                    parts = name.split(".")
+                    assert not (parts[:2] == ["tommer", "benchmarks"] and len(parts) > 2 and parts[2] in faces), \
+                        f"{path.relative_to(REPO)} imports {name}"

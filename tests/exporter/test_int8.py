@@ -6,7 +6,7 @@ import numpy as np
 import onnx_ir as ir
 import pytest
 
-from tommer.benchmarks.int8_kernels import _matmul_model
+from tommer.benchmarks.experiments.int8_kernels import _matmul_model
 from tommer.exporter.rewrites.int8 import quantize_int8
 from tommer.exporter.spec import ExportSpec
 from tommer.runtime.execution.session import create_session

@@ -99,8 +99,8 @@ def help_options(app) -> dict[str, str]:
 def test_cli_choices_are_the_runtimes_constants_and_help_states_every_default():
     import re
 
-    from tommer.benchmarks import backends
     from tommer.benchmarks import cli as bench_cli
+    from tommer.benchmarks.lib import backends
     from tommer.exporter import cli as export_cli
     from tommer.exporter import spec
     from tommer.runtime import bundle

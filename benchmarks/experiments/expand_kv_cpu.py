@@ -1,8 +1,8 @@
 """What expanding K/V heads (fp32 graphs, for CUDA) costs on the CPU, and that outputs are unchanged.
 
-    python benchmarks/expand_kv_cpu.py --work /tmp/tommer-rotary --out benchmarks/results
+    python benchmarks/experiments/expand_kv_cpu.py --work /tmp/tommer-rotary --out benchmarks/results
 
-The backbone of ``benchmarks/rotary_precision.py`` (8 query heads, 2 K/V heads, head size
+The backbone of ``benchmarks/experiments/rotary_precision.py`` (8 query heads, 2 K/V heads, head size
 64, width 512, 4 blocks) is exported in fp32 twice: as the exporter writes it (K/V repeated
 to the query heads, ``exporter/rewrites/expand_kv.py``) and with grouped heads. Both run
 on onnxruntime's CPU provider, alternating, at the CPU's default budget (4 x 128 tokens)
@@ -16,12 +16,14 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from .rotary_precision import LAYER, build
+from tommer.benchmarks.experiments.rotary_precision import LAYER, build
+from tommer.benchmarks.lib.report import write_report
 
 
 def export(backbone: Path, head: Path, out: Path, expand: bool) -> None:
@@ -36,6 +38,18 @@ def export(backbone: Path, head: Path, out: Path, expand: bool) -> None:
                                                   overwrite=True, quiet=True, allow_head_mismatch=True))
     finally:
         export_module.expands_kv_heads = keep
+
+
+def markdown(results: dict) -> str:
+    rows = [f"Command: `{results['command']}`",
+            "", f"Machine: {results['machine']['processor']}, {results['provider']}", "",
+            "| batch | expanded (s) | grouped (s) | expanded / grouped (paired) [min-max] | max abs output diff |",
+            "| --- | --- | --- | --- | --- |"]
+    for label, r in results["shapes"].items():
+        lo, hi = r["ratio_min_max"]
+        rows.append(f"| {label} | {r['median_seconds']['expanded']:.4f} | {r['median_seconds']['grouped']:.4f} | "
+                    f"{r['expanded_over_grouped_paired_median']:.3f} [{lo:.3f}-{hi:.3f}] | {r['max_abs_output_diff']:.2e} |")
+    return "\n".join(rows) + "\n"
 
 
 def main() -> None:
@@ -55,7 +69,8 @@ def main() -> None:
     sessions = {name: create_session(folder / "model.onnx", "cpu") for name, folder in arms.items()}
     rng = np.random.default_rng(0)
     shapes = {"4x128": (4, 128), "1x2048": (1, 2048)}
-    results = {"machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine()},
+    results = {"command": "python benchmarks/experiments/expand_kv_cpu.py " + " ".join(sys.argv[1:]),
+               "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine()},
                "provider": "onnxruntime CPUExecutionProvider, default threads", "shapes": {}}
     for label, (b, n) in shapes.items():
         ids = rng.integers(3, 1500, (b, n)).astype(np.int64)
@@ -76,8 +91,7 @@ def main() -> None:
         }
     print(json.dumps(results["shapes"], indent=1))
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "expand_kv_cpu.json").write_text(json.dumps(results, indent=1))
+        write_report(args.out, "expand_kv_cpu", results, markdown(results))
 
 
 if __name__ == "__main__":

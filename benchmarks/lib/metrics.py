@@ -1,4 +1,4 @@
-"""Figures: backbone FLOPs from a config, pairwise ratios, matmul peak.
+"""Figures: backbone FLOPs from a config, pairwise ratios, the matmul peak (CPU and CUDA, every dtype).
 
 Span agreement is ``tommer.runtime.quality.evaluate.span_agreement`` (one implementation for the
 exporter's validation, ``tommer-eval --against`` and the bench).
@@ -67,17 +67,57 @@ def _best_seconds(fn, repeats: int) -> float:
     return best
 
 
-def matmul_peak(library: str, size: int = 2048, repeats: int = 7, threads: int = 0) -> float:
-    """fp32 size^3 matrix-multiply FLOP/s of one library (torch, numpy or onnxruntime), all cores."""
+DTYPES = ("fp32", "fp16", "bf16")
+
+
+def matmul_peak(library: str = "torch", dtype: str = "fp32", device: str = "cpu", size: int | None = None,
+                repeats: int | None = None, threads: int = 0) -> float | None:
+    """FLOP/s of a size x size x size matrix product: the peak that utilisation is measured against.
+
+    ``library``: torch, numpy or onnxruntime; ``dtype``: fp32 (every library), fp16 or bf16 (torch);
+    ``device``: cpu or cuda (torch). On the CPU, the best of ``repeats`` products after one warm-up
+    (size 2048, 7 repeats by default), on ``threads`` threads (0: all cores); on CUDA, the mean of
+    ``repeats`` products queued back to back after 3 warm-ups, TF32 off (size 8192, 10 repeats by
+    default); None on CUDA where torch sees no GPU.
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r}: expected one of {DTYPES}")
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device {device!r}: expected cpu or cuda")
+    if library != "torch" and (dtype != "fp32" or device != "cpu"):
+        raise ValueError(f"{library} measures fp32 on the CPU only")
+    cuda = device == "cuda"
+    size = size or (8192 if cuda else 2048)
+    repeats = repeats or (10 if cuda else 7)
     flops = 2 * size**3
-    a32 = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)
-    b32 = np.random.default_rng(1).standard_normal((size, size), dtype=np.float32)
     if library == "torch":
         import torch
 
         if threads:
             torch.set_num_threads(threads)
-        ta, tb = torch.from_numpy(a32), torch.from_numpy(b32)
+        torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
+        if cuda:
+            if not torch.cuda.is_available():
+                return None
+            tf32 = torch.backends.cuda.matmul.allow_tf32
+            torch.backends.cuda.matmul.allow_tf32 = False
+            try:
+                a = torch.randn(size, size, device="cuda", dtype=torch_dtype)
+                b = torch.randn(size, size, device="cuda", dtype=torch_dtype)
+                for _ in range(3):
+                    a @ b
+                torch.cuda.synchronize()
+                start = time.perf_counter()
+                for _ in range(repeats):
+                    a @ b
+                torch.cuda.synchronize()
+                return flops * repeats / (time.perf_counter() - start)
+            finally:
+                torch.backends.cuda.matmul.allow_tf32 = tf32
+    a32 = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)
+    b32 = np.random.default_rng(1).standard_normal((size, size), dtype=np.float32)
+    if library == "torch":
+        ta, tb = torch.from_numpy(a32).to(torch_dtype), torch.from_numpy(b32).to(torch_dtype)
         return flops / _best_seconds(lambda: torch.matmul(ta, tb), repeats)
     if library == "numpy":
         return flops / _best_seconds(lambda: a32 @ b32, repeats)
@@ -98,7 +138,7 @@ def matmul_peak(library: str, size: int = 2048, repeats: int = 7, threads: int =
 
 
 def matmul_peaks(size: int = 2048, repeats: int = 7, threads: int = 0) -> dict[str, float]:
-    """fp32 matrix-multiply FLOP/s with torch, numpy and onnxruntime, each in a fresh process.
+    """fp32 CPU ``matmul_peak`` of torch, numpy and onnxruntime, each in a fresh process.
 
     The peak that utilisation is measured against is the best of the three: a slow BLAS
     on this processor must not make the graph look more efficient than it is. Separate
@@ -110,8 +150,8 @@ def matmul_peaks(size: int = 2048, repeats: int = 7, threads: int = 0) -> dict[s
 
     peaks = {}
     for library in ("torch", "numpy", "onnxruntime"):
-        code = (f"import json; from tommer.benchmarks.metrics import matmul_peak; "
-                f"print(json.dumps(matmul_peak({library!r}, {size}, {repeats}, {threads})))")
+        code = (f"import json; from tommer.benchmarks.lib.metrics import matmul_peak; "
+                f"print(json.dumps(matmul_peak({library!r}, 'fp32', 'cpu', {size}, {repeats}, {threads})))")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         peaks[library] = float(json.loads(out.stdout.strip().splitlines()[-1]))
     return peaks

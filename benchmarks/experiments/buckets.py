@@ -7,25 +7,20 @@ to the ladder, partial batches padded to power-of-two rows) and ``buckets-full-r
 (partial batches padded to the full row count, what a single CUDA graph per bucket would
 need). Reported: real tokens / padded tokens, and the number of distinct shapes.
 
-    python -m tommer.benchmarks.buckets --docs 100000 --out benchmarks/results
+    python -m tommer.benchmarks.experiments.buckets --docs 100000 --out benchmarks/results
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
+from tommer.benchmarks.lib.corpus import token_lengths
+from tommer.benchmarks.lib.report import write_report
 from tommer.runtime.core.batching import ShapeBuckets, plan_exact
 from tommer.runtime.core.windows import plan_windows
-
-
-def corpus_lengths(docs: int, seed: int, median: float = 60.0, sigma: float = 1.0, cap: int = 2000) -> np.ndarray:
-    """Token counts (BOS included) of a log-normal corpus: median ``median``, tail to ``cap`` (the GPU issue's corpus)."""
-    rng = np.random.default_rng(seed)
-    return np.clip(np.round(rng.lognormal(np.log(median), sigma, docs)), 2, cap).astype(np.int64) + 1
 
 
 def measure(lengths: np.ndarray, chunk_rows: int, batch_tokens: int, max_tokens: int, overlap: int) -> dict:
@@ -59,7 +54,7 @@ def main() -> None:
     parser.add_argument("--overlap", type=int, default=128, help="window overlap (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=None, help="folder for buckets.json and buckets.md (default: print)")
     args = parser.parse_args()
-    lengths = corpus_lengths(args.docs, args.seed)
+    lengths = token_lengths(args.docs, args.seed)
     rows = [measure(lengths, c, b, args.max_tokens, args.overlap)
             for c in (2048, 16384) for b in (16384, 65536)]
     lines = [f"Corpus: {args.docs:,} documents, log-normal token counts (median {int(np.median(lengths))}, "
@@ -74,10 +69,9 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "buckets.json").write_text(json.dumps({"docs": args.docs, "seed": args.seed, "rows": rows}, indent=2))
-        (args.out / "buckets.md").write_text(f"Command: `python -m tommer.benchmarks.buckets --docs {args.docs} "
-                                             f"--out benchmarks/results`\n\n{text}\n")
+        write_report(args.out, "buckets", {"docs": args.docs, "seed": args.seed, "rows": rows},
+                     f"Command: `python -m tommer.benchmarks.experiments.buckets --docs {args.docs} "
+                     f"--out benchmarks/results`\n\n{text}\n")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """CPU streams, paired: the same bundle run Parquet to Parquet with 1 and with more streams.
 
-    python benchmarks/streams.py BUNDLE [BUNDLE ...] [--streams 1,2] [--rounds 4] [--docs 2000]
+    python benchmarks/experiments/streams.py BUNDLE [BUNDLE ...] [--streams 1,2] [--rounds 4] [--docs 2000]
 
 One process, one annotator per stream count (loaded once), runs alternating within each
 round so that drift hits all alike; every run annotates the same synthetic corpus (the
@@ -14,29 +14,19 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from tommer.benchmarks.corpus import synthetic_texts, write_corpus
-from tommer.benchmarks.machine import with_onnxruntime
-from tommer.benchmarks.metrics import alternating_rounds, paired_ratios
+from tommer.benchmarks.lib.corpus import write_corpus
+from tommer.benchmarks.lib.machine import with_onnxruntime
+from tommer.benchmarks.lib.metrics import alternating_rounds, paired_ratios
+from tommer.benchmarks.lib.report import RESULTS, write_report
+from tommer.benchmarks.lib.runs import whole_process_rate
 from tommer.runtime.annotator import Annotator
-from tommer.runtime.engines.local import annotate_files
-from tommer.runtime.execution.providers import usable_cores
-
-RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def whole_process_rate(annotator: Annotator, src: Path, dst: Path) -> float:
-    """Tokens per second of one whole-process run, Parquet ``src`` to Parquet ``dst`` (replaced)."""
-    start = time.perf_counter()
-    stats = annotate_files(annotator, str(src), str(dst), columns=["id"], overwrite=True).stats
-    return stats.tokens / (time.perf_counter() - start)
+from tommer.runtime.options import usable_cores
 
 
 def main() -> None:
@@ -49,7 +39,7 @@ def main() -> None:
     args = parser.parse_args()
     counts = [int(s) for s in args.streams.split(",")]
     work = Path(tempfile.mkdtemp(prefix="tommer-streams-"))
-    src = write_corpus(work / "corpus.parquet", synthetic_texts(args.docs, seed=7))
+    src = write_corpus(work / "corpus.parquet", args.docs, seed=7)
     rows = []
     for bundle in args.bundles:
         annotators = {n: Annotator.from_bundle(bundle, provider="cpu", streams=n) for n in counts}
@@ -66,11 +56,9 @@ def main() -> None:
                          "identical_output": outputs[n].equals(outputs[base])})
             print(f"{bundle} streams {n}: {rows[-1]['median']:,.0f} tokens/s, x{rows[-1]['paired_ratio_median']:.3f} "
                   f"(paired), identical output: {rows[-1]['identical_output']}", flush=True)
-    command = ("python benchmarks/streams.py " + " ".join(args.bundles)
+    command = ("python benchmarks/experiments/streams.py " + " ".join(args.bundles)
                + f" --streams {args.streams} --rounds {args.rounds} --docs {args.docs}")
     machine = with_onnxruntime()
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "streams.json").write_text(json.dumps({"command": command, "machine": machine, "rows": rows}, indent=1))
     lines = [f"Command: `{command}`", "", f"Machine: {machine}", "",
              "| bundle | streams x threads | tokens/s median [min-max] | x first (paired) | identical output |",
              "| --- | --- | --- | --- | --- |"]
@@ -78,7 +66,7 @@ def main() -> None:
         t = row["tokens_per_second"]
         lines.append(f"| {row['kind']} | {row['streams']} x {row['threads_per_stream']} | {row['median']:,.0f} "
                      f"[{min(t):,.0f}-{max(t):,.0f}] | {row['paired_ratio_median']:.2f}x | {row['identical_output']} |")
-    (args.out / "streams.md").write_text("\n".join(lines) + "\n")
+    write_report(args.out, "streams", {"command": command, "machine": machine, "rows": rows}, "\n".join(lines))
 
 
 if __name__ == "__main__":

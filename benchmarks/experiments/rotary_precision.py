@@ -1,6 +1,6 @@
 """fp16 graph against fp32 by token position, on the CPU: does low precision drift along the window?
 
-    python benchmarks/rotary_precision.py --work /tmp/tommer-rotary --out benchmarks/results
+    python benchmarks/experiments/rotary_precision.py --work /tmp/tommer-rotary --out benchmarks/results
 
 A random Llama backbone with Llama-3.2-1B's rotary geometry (head size 64, rope theta
 500,000, llama3 scaling: factor 32, original context 8,192; 8 query and 2 K/V heads, width
@@ -27,6 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tommer.benchmarks.lib.corpus import long_text
+from tommer.benchmarks.lib.report import write_report
+
 BUCKETS = (0, 128, 512, 1024, 2048)
 GEOMETRY = dict(hidden_size=512, intermediate_size=1024, num_attention_heads=8, num_key_value_heads=2,
                 head_dim=64, max_position_embeddings=131072, rope_theta=500000.0,
@@ -42,19 +45,10 @@ def build(work: Path) -> tuple[Path, Path]:
     backbone, head = work / "backbone", work / "head"
     if not (backbone / "config.json").exists():
         make_backbone(backbone, "llama", num_layers=LAYER + 1, vocab_size=2048,
-                      tokenizer_texts=[_text(k) for k in range(8)], **GEOMETRY)
+                      tokenizer_texts=[long_text(k) for k in range(8)], **GEOMETRY)
     if not (head / "definition.json").exists():
         make_head(head, hidden_size=GEOMETRY["hidden_size"], layer=LAYER)
     return backbone, head
-
-
-def _text(shift: int) -> str:
-    """The long validation text with its sentences rotated: another window of the same kind."""
-    from tommer.exporter.texts import LONG_VALIDATION_TEXT
-
-    parts = LONG_VALIDATION_TEXT.split(". ")
-    k = (shift * 17) % len(parts)
-    return ". ".join(parts[k:] + parts[:k])
 
 
 def export(backbone: Path, head: Path, out: Path, dtype: str, rounded_rotary: bool) -> dict:
@@ -137,7 +131,7 @@ def main() -> None:
 
     manifest = read_manifest(args.work / "fp32")
     tok = BundleTokenizer.from_bundle(args.work / "fp32", manifest)
-    windows = [e.ids[:WINDOW] for e in tok.encode_batch([_text(k) for k in range(args.windows)])]
+    windows = [e.ids[:WINDOW] for e in tok.encode_batch([long_text(k) for k in range(args.windows)])]
     assert all(len(w) == WINDOW for w in windows), [len(w) for w in windows]
     per_arm = {}
     for name in arms:
@@ -153,9 +147,7 @@ def main() -> None:
     }
     print(json.dumps(results["by_position"], indent=1))
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "rotary_precision.json").write_text(json.dumps(results, indent=1))
-        (args.out / "rotary_precision.md").write_text(markdown(results))
+        write_report(args.out, "rotary_precision", results, markdown(results))
 
 
 if __name__ == "__main__":

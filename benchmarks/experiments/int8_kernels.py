@@ -1,6 +1,6 @@
 """Which int8 form to export: onnxruntime's CPU int8 kernels against fp32, one linear layer.
 
-    python benchmarks/int8_kernels.py [--out benchmarks/results]
+    python benchmarks/experiments/int8_kernels.py [--out benchmarks/results]
 
 For each shape of the demo model's linear layers (hidden 512, MLP 2048) it times, on
 the CPU provider and in one process, a ``MatMul`` by a constant weight in four forms:
@@ -20,7 +20,6 @@ of the first rows' result when they run alone instead of with the rest of the ba
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import tempfile
@@ -108,7 +107,8 @@ def main() -> None:
     for row in rows:
         base = next(r for r in rows if r["k"] == row["k"] and r["n"] == row["n"] and r["form"] == "fp32")
         row["x_fp32"] = base["seconds"] / row["seconds"]
-    from tommer.benchmarks.machine import cpu_model
+    from tommer.benchmarks.lib.machine import cpu_model
+    from tommer.benchmarks.lib.report import write_report
     from tommer.runtime.execution.session import VNNI_FLAGS, cpu_flags, int8_needs_exact_mode
 
     try:
@@ -118,16 +118,14 @@ def main() -> None:
     int8_flags = [f for f in VNNI_FLAGS if f in flags] or ["none"]
     machine = (f"{cpu_model()}, {os.cpu_count()} cores, integer dot-product flags: {', '.join(int8_flags)}"
                f"{'; exact uint8 x uint8 mode on' if int8_needs_exact_mode() else ''}")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "int8_kernels.json").write_text(json.dumps({"onnxruntime": ort.__version__, "machine": machine,
-                                                             "rows": rows}, indent=2))
-    lines = ["Command: `python benchmarks/int8_kernels.py`", "", f"onnxruntime {ort.__version__}; {machine}", "",
+    lines = ["Command: `python benchmarks/experiments/int8_kernels.py`", "", f"onnxruntime {ort.__version__}; {machine}", "",
              "| tokens x K x N | form | GFLOP/s | x fp32 | max rel. error | batch invariance (max abs diff) |",
              "| --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         lines.append(f"| {r['tokens']} x {r['k']} x {r['n']} | {r['form']} | {r['gflops']:.0f} | {r['x_fp32']:.2f}x | "
                      f"{r['max_rel_error']:.2g} | {r['batch_invariance_max_abs_diff']:.2g} |")
-    (args.out / "int8_kernels.md").write_text("\n".join(lines) + "\n")
+    write_report(args.out, "int8_kernels", {"onnxruntime": ort.__version__, "machine": machine, "rows": rows},
+                 "\n".join(lines))
     print("\n".join(lines))
 
 

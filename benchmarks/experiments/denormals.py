@@ -1,6 +1,6 @@
 """Flushing denormals to zero on the CPU, paired: operators alone, then the whole process.
 
-    python benchmarks/denormals.py BUNDLE [BUNDLE ...] [--rounds 4] [--docs 2000]
+    python benchmarks/experiments/denormals.py BUNDLE [BUNDLE ...] [--rounds 4] [--docs 2000]
 
 1. Operators, one intra-op thread on the calling thread, with and without FTZ/DAZ
    (``runtime/execution/denormals.py``): onnxruntime's ``Attention`` (causal, 8 query and 2 key/value
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import statistics
 import tempfile
 import time
@@ -30,15 +29,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from onnx import TensorProto, helper
 
-from tommer.benchmarks.corpus import synthetic_texts, write_corpus
-from tommer.benchmarks.machine import with_onnxruntime
-from tommer.benchmarks.metrics import alternating_rounds
-from tommer.benchmarks.streams import whole_process_rate
+from tommer.benchmarks.lib.corpus import write_corpus
+from tommer.benchmarks.lib.machine import with_onnxruntime
+from tommer.benchmarks.lib.metrics import alternating_rounds
+from tommer.benchmarks.lib.report import RESULTS, write_report
+from tommer.benchmarks.lib.runs import whole_process_rate
 from tommer.runtime.annotator import Annotator
 from tommer.runtime.execution import denormals
 from tommer.runtime.execution import session as session_module
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _model(nodes, inputs) -> bytes:
@@ -96,7 +94,7 @@ def _spans(table: pa.Table) -> list[list[tuple[int, int]]]:
 
 def whole(bundles: list[str], rounds: int, docs: int) -> list[dict]:
     work = Path(tempfile.mkdtemp(prefix="tommer-denormals-"))
-    src = write_corpus(work / "corpus.parquet", synthetic_texts(docs, seed=7))
+    src = write_corpus(work / "corpus.parquet", docs, seed=7)
     real = session_module.denormals.flushed
     rows = []
     for bundle in bundles:
@@ -139,11 +137,8 @@ def main() -> None:
     for row in ops:
         print(f"{row['operator']}: {row['plain_us']:,.0f} -> {row['flushed_us']:,.0f} us (x{row['speedup']:.2f})", flush=True)
     rows = whole(args.bundles, args.rounds, args.docs)
-    command = "python benchmarks/denormals.py " + " ".join(args.bundles) + f" --rounds {args.rounds} --docs {args.docs}"
+    command = "python benchmarks/experiments/denormals.py " + " ".join(args.bundles) + f" --rounds {args.rounds} --docs {args.docs}"
     machine = with_onnxruntime()
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "denormals.json").write_text(json.dumps({"command": command, "machine": machine, "operators": ops,
-                                                          "whole_process": rows}, indent=1))
     lines = [f"Command: `{command}`", "", f"Machine: {machine}", "",
              "Operators, one thread (the calling thread):", "",
              "| operator | not flushed (us) | flushed (us) | speedup |", "| --- | --- | --- | --- |"]
@@ -156,7 +151,8 @@ def main() -> None:
             lines.append(f"| {r['kind']} | {r['streams']} | {r['plain_median']:,.0f} [{min(r['plain']):,.0f}-{max(r['plain']):,.0f}] "
                          f"| {r['flushed_median']:,.0f} [{min(r['flushed']):,.0f}-{max(r['flushed']):,.0f}] "
                          f"| {r['paired_ratio_median']:.3f}x | {r['identical_output']} (spans {r['same_spans']}) |")
-    (args.out / "denormals.md").write_text("\n".join(lines) + "\n")
+    write_report(args.out, "denormals", {"command": command, "machine": machine, "operators": ops,
+                                         "whole_process": rows}, "\n".join(lines))
 
 
 if __name__ == "__main__":

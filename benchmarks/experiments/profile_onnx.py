@@ -1,6 +1,6 @@
 """Where the time goes inside the graph: onnxruntime's profiler, aggregated by operator type.
 
-    python benchmarks/profile_onnx.py BUNDLE [--docs 500] [--batch-tokens 512]
+    python benchmarks/experiments/profile_onnx.py BUNDLE [--docs 500] [--batch-tokens 512]
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import json
 
 import onnxruntime as ort
 
-from tommer.benchmarks.corpus import synthetic_texts
+from tommer.benchmarks.lib.corpus import texts
 from tommer.runtime.annotator import Annotator
 from tommer.runtime.core.chunk import Chunk
 from tommer.runtime.execution.session import GraphRunner
@@ -30,7 +30,7 @@ def main() -> None:
     annotator.session = ort.InferenceSession(str(annotator.folder / "model.onnx"), options,
                                              providers=["CPUExecutionProvider"])
     annotator.runners = [GraphRunner(annotator.session, "cpu")]  # one stream: per-operator times undisturbed
-    chunk = annotator.infer(annotator.tokenize(Chunk(texts=synthetic_texts(args.docs, seed=5))))
+    chunk = annotator.infer(annotator.tokenize(Chunk(texts=texts(args.docs, seed=5))))
     trace = annotator.session.end_profiling()
     by_op: collections.Counter = collections.Counter()
     for event in json.load(open(trace)):

@@ -1,10 +1,31 @@
-"""Write the results: JSON, a Markdown table and a PNG plot."""
+"""The one report writer of every benchmark (``<name>.json`` and ``<name>.md``, atomically), and
+``tommer-bench``'s table and plot."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"  # the committed results: benchmarks/results
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_report(out: Path, name: str, results: dict[str, Any], markdown: str) -> list[Path]:
+    """Write ``out/<name>.json`` (the results) and ``out/<name>.md`` (the Markdown text), each under a
+    temporary name then renamed, so that a reader never sees half a file; returns both paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = [out / f"{name}.json", out / f"{name}.md"]
+    _write_atomic(files[0], json.dumps(results, indent=1, default=str) + "\n")
+    _write_atomic(files[1], markdown if markdown.endswith("\n") else markdown + "\n")
+    return files
 
 
 def markdown_table(results: dict[str, Any]) -> str:
@@ -60,11 +81,9 @@ def plot(results: dict[str, Any], path: Path) -> bool:
 
 
 def write_all(results: dict[str, Any], out: Path) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    files = [out / "bench.json", out / "bench.md"]
-    files[0].write_text(json.dumps(results, indent=2) + "\n")
-    files[1].write_text(f"Command: `{results['command']}`\n\nMachine: {results['machine']['summary']}\n\n"
-                        + markdown_table(results))
+    """``tommer-bench``'s report: bench.json, bench.md and bench.png."""
+    files = write_report(out, "bench", results, f"Command: `{results['command']}`\n\n"
+                         f"Machine: {results['machine']['summary']}\n\n" + markdown_table(results))
     if plot(results, out / "bench.png"):
         files.append(out / "bench.png")
     return files

@@ -1,6 +1,6 @@
 """Export a Llama-3.2-1B-geometry backbone (random weights) at layer 6: time, peak RSS, bundle size.
 
-    python benchmarks/export_llama1b_geometry.py --work /tmp/tommer-export-bench \
+    python benchmarks/experiments/export_llama1b_geometry.py --work /tmp/tommer-export-bench \
         --out benchmarks/results/export_llama1b_geometry.json
 
 The full 16-block model is built from a config and saved with ``save_pretrained``
@@ -23,10 +23,12 @@ import sys
 import time
 from pathlib import Path
 
+from tommer.benchmarks.lib.report import write_report
+
 LLAMA_1B = dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
                 num_key_value_heads=8, vocab_size=128256, max_position_embeddings=131072,
                 tie_word_embeddings=True, rope_theta=500000.0)
-DEFAULT_HEAD = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "ToMMeR-Llama-3.2-1B_L6_R64"
+DEFAULT_HEAD = Path(__file__).resolve().parents[3] / "shared" / "models" / "ToMMeR-Llama-3.2-1B_L6_R64"
 
 CHILD = """
 import json, resource, sys, time
@@ -89,6 +91,20 @@ def export_once(backbone: Path, head: Path, out: Path, quantize: str | None) -> 
     return result
 
 
+def markdown(result: dict) -> str:
+    lines = [f"Command: `{result['command']}`", "",
+             f"Machine: {result['machine']['platform']}, {result['machine']['cpus']} cores; the full fp32 model "
+             f"{result['full_model_fp32_bytes'] / 1e9:.2f} GB", "",
+             "| export | seconds | peak RSS (GB) | below the full model | bundle (GB) | max abs error | DICE |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, r in result["exports"].items():
+        v = r["validation"]
+        lines.append(f"| {name} | {r['seconds']:.1f} | {r['peak_rss_bytes'] / 1e9:.2f} | {r['peak_rss_below_full_model']} | "
+                     f"{r['bundle_bytes'] / 1e9:.2f} | {v.get('max_abs_error', float('nan')):.2e} | "
+                     f"{v.get('dice', float('nan')):.3f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path("/tmp/tommer-export-bench"), help="scratch folder (default: %(default)s)")
@@ -110,13 +126,13 @@ def main() -> None:
               f"{runs[name]['peak_rss_torch_child_bytes'] / 1e9:.2f}) "
               f"(full fp32 model {full_bytes / 1e9:.2f} GB), bundle {runs[name]['bundle_bytes'] / 1e9:.2f} GB, "
               f"max abs err {runs[name]['validation']['max_abs_error']:.2e}, DICE {runs[name]['validation']['dice']:.3f}")
-    result = {"machine": {"platform": platform.platform(), "cpus": __import__("os").cpu_count(),
+    result = {"command": "python benchmarks/experiments/export_llama1b_geometry.py " + " ".join(sys.argv[1:]),
+              "machine": {"platform": platform.platform(), "cpus": __import__("os").cpu_count(),
                           "python": platform.python_version()},
               "model": {"geometry": "Llama-3.2-1B (random weights)", **LLAMA_1B, "layer": 6},
               "full_model_fp32_bytes": full_bytes, "build_seconds": build_seconds, "exports": runs}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    files = write_report(args.out.parent, args.out.stem, result, markdown(result))
+    print(f"wrote {' and '.join(map(str, files))}")
 
 
 if __name__ == "__main__":

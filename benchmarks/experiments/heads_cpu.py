@@ -1,17 +1,17 @@
 """CPU tokens/s of each decoder family's real geometry at its published layer, side by side in one run.
 
-    python benchmarks/heads_cpu.py [--work /tmp/tommer-heads-cpu] [--docs 200] [--rounds 2] [--no-int8]
+    python benchmarks/experiments/heads_cpu.py [--work /tmp/tommer-heads-cpu] [--docs 200] [--rounds 2] [--no-int8]
 
 Nothing is downloaded: each backbone is built from its real configuration (hidden size, heads,
 MLP, vocabulary, rotary, norms) with random weights, cut to its published layer + 1 blocks
 (the exporter never builds more), with a published-size head (rank 64, window 25), exported
 fp32 (and int8) one at a time. Every bundle then annotates the same synthetic corpus
-(``corpus.synthetic_texts``) Parquet to Parquet in a fresh process per run
-(``cli.run_worker``), the arms alternating round by round (``metrics.alternating_rounds``).
-The figures are ``cli.figures`` and the table ``report.markdown_table``, as ``tommer-bench``.
+(``lib/corpus.py``) Parquet to Parquet in a fresh process per run
+(``lib/runs.run_worker``), the arms alternating round by round (``lib/metrics.alternating_rounds``).
+The figures are ``lib/runs.figures`` and the table ``lib/report.markdown_table``, as ``tommer-bench``.
 
 Larger backbones are not built: their tokens/s is estimated from FLOPs per token
-(``metrics.backbone_flops`` over the corpus's lengths) and the measured rate of the
+(``lib/metrics.backbone_flops`` over the corpus's lengths) and the measured rate of the
 nearest measured geometry (same MLP kind), and labelled as an estimate.
 
 The oracle error of each family is measured on its tiny test model (``random_models``):
@@ -29,8 +29,9 @@ import sys
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
-PUBLISHED = Path(__file__).resolve().parents[1] / "exporter" / "data" / "published_heads.json"
+from tommer.benchmarks.lib.report import RESULTS
+
+PUBLISHED = Path(__file__).resolve().parents[2] / "exporter" / "data" / "published_heads.json"
 RANK, WINDOW = 64, 25
 
 LLAMA3_ROPE = {"rope_type": "llama3", "low_freq_factor": 1.0, "high_freq_factor": 4.0,
@@ -211,27 +212,27 @@ def main() -> None:
 
     import pyarrow.parquet as pq
 
-    from tommer.benchmarks.cli import figures, read_spans, run_worker
-    from tommer.benchmarks.corpus import NAMES, WORDS, synthetic_texts, write_corpus
-    from tommer.benchmarks.machine import machine_summary
-    from tommer.benchmarks.metrics import alternating_rounds, backbone_flops, matmul_peaks
+    from tommer.benchmarks.lib.corpus import tokenizer_texts, write_corpus
+    from tommer.benchmarks.lib.machine import machine_summary
+    from tommer.benchmarks.lib.metrics import alternating_rounds, backbone_flops, matmul_peaks
+    from tommer.benchmarks.lib.report import write_report
+    from tommer.benchmarks.lib.runs import figures, read_spans, run_worker
     from tommer.runtime.bundle import read_manifest
     from tommer.runtime.quality.evaluate import span_agreement
 
     started = time.perf_counter()
     args.work.mkdir(parents=True, exist_ok=True)
-    results: dict = {"command": "python benchmarks/heads_cpu.py " + " ".join(sys.argv[1:]), "backends": {}}
+    results: dict = {"command": "python benchmarks/experiments/heads_cpu.py " + " ".join(sys.argv[1:]), "backends": {}}
     results["oracle"] = oracle_errors(args.work)
     layers = published_layers()
-    tokenizer_texts = synthetic_texts(2000, seed=123) + [" ".join(WORDS + NAMES)] * 50  # words about one token
-    src = write_corpus(args.work / "corpus.parquet", synthetic_texts(args.docs, seed=11))
+    src = write_corpus(args.work / "corpus.parquet", args.docs, seed=11)
     kinds = ["fp32"] if args.no_int8 else ["fp32", "int8"]
     only = {s for s in args.only.split(",") if s}
     measured = [n for n, g in GEOMETRIES.items() if g.get("measure") and (not only or n in only)]
     arms, geometry_of, exports = {}, {}, {}
     for name in measured:  # one export at a time, each in its own process
         layer, published = layer_of(name, layers)
-        backbone, head = build(args.work, name, layer, tokenizer_texts)
+        backbone, head = build(args.work, name, layer, tokenizer_texts())
         for kind in kinds:
             bundle = args.work / name / f"bundle-{kind}"
             exports[f"{name} {kind}"] = export(backbone, head, layer, bundle, None if kind == "fp32" else kind)
@@ -285,9 +286,7 @@ def main() -> None:
                              for n in GEOMETRIES}
     results["corpus"] = {"docs": args.docs, "tokens": sum(n_tokens), "mean_tokens": sum(n_tokens) / len(n_tokens)}
     results["seconds"] = time.perf_counter() - started
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "heads_cpu.json").write_text(json.dumps(results, indent=1) + "\n")
-    (args.out / "heads_cpu.md").write_text(markdown(results, kinds))
+    write_report(args.out, "heads_cpu", results, markdown(results, kinds))
     print(markdown(results, kinds))
 
 
@@ -297,7 +296,7 @@ def escape(cell: str | None) -> str:
 
 
 def markdown(results: dict, kinds: list[str]) -> str:
-    from tommer.benchmarks.report import markdown_table
+    from tommer.benchmarks.lib.report import markdown_table
 
     lines = [f"Command: `{results['command']}`", "", f"Machine: {results['machine']['summary']}", "",
              f"Corpus: {results['corpus']['docs']} synthetic documents, {results['corpus']['tokens']:,} tokens "

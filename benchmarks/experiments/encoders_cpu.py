@@ -1,6 +1,6 @@
 """CPU tokens/s of the roberta-base L5 geometry against the Llama-3.2-1B L6 geometry, in one run.
 
-    python benchmarks/encoders_cpu.py [--work /tmp/tommer-encoders-cpu] [--docs 120] [--rounds 2] [--no-int8]
+    python benchmarks/experiments/encoders_cpu.py [--work /tmp/tommer-encoders-cpu] [--docs 120] [--rounds 2] [--no-int8]
 
 Nothing is downloaded: both backbones are built from their published configurations (written
 below) with random weights, cut to the head's layer + 1 blocks (roberta-base: 6 blocks of width
@@ -8,9 +8,9 @@ below) with random weights, cut to the head's layer + 1 blocks (roberta-base: 6 
 with a published-size head (rank 64, window 25), exported fp32 and int8 one at a time in a
 fresh process. Both tokenizers are trained on the same texts (``random_models`` /
 ``random_encoders``), so words are about one token in both. Every bundle annotates the same
-synthetic corpus (``corpus.synthetic_texts``) Parquet to Parquet in a fresh process per run
-(``cli.run_worker``), arms alternating round by round (``metrics.alternating_rounds``); figures
-are ``cli.figures`` and the table ``report.markdown_table``, as ``tommer-bench``.
+synthetic corpus (``lib/corpus.py``) Parquet to Parquet in a fresh process per run
+(``lib/runs.run_worker``), arms alternating round by round (``lib/metrics.alternating_rounds``); figures
+are ``lib/runs.figures`` and the table ``lib/report.markdown_table``, as ``tommer-bench``.
 
 Writes ``benchmarks/results/encoders_cpu.{json,md}``.
 """
@@ -24,7 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from tommer.benchmarks.lib.report import RESULTS
+
 RANK, WINDOW = 64, 25
 
 GEOMETRIES: dict[str, dict] = {
@@ -98,23 +99,23 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (default: benchmarks/results)")
     args = parser.parse_args()
 
-    from tommer.benchmarks.cli import figures, read_spans, run_worker
-    from tommer.benchmarks.corpus import NAMES, WORDS, synthetic_texts, write_corpus
-    from tommer.benchmarks.machine import machine_summary
-    from tommer.benchmarks.metrics import alternating_rounds, matmul_peaks, paired_ratios
+    from tommer.benchmarks.lib.corpus import tokenizer_texts, write_corpus
+    from tommer.benchmarks.lib.machine import machine_summary
+    from tommer.benchmarks.lib.metrics import alternating_rounds, matmul_peaks, paired_ratios
+    from tommer.benchmarks.lib.report import write_report
+    from tommer.benchmarks.lib.runs import figures, read_spans, run_worker
     from tommer.runtime.bundle import read_manifest
     from tommer.runtime.quality.evaluate import span_agreement
 
     started = time.perf_counter()
     args.work.mkdir(parents=True, exist_ok=True)
-    results: dict = {"command": "python benchmarks/encoders_cpu.py " + " ".join(sys.argv[1:]), "backends": {}}
-    tokenizer_texts = synthetic_texts(2000, seed=123) + [" ".join(WORDS + NAMES)] * 50  # words about one token
-    src = write_corpus(args.work / "corpus.parquet", synthetic_texts(args.docs, seed=11))
+    results: dict = {"command": "python benchmarks/experiments/encoders_cpu.py " + " ".join(sys.argv[1:]), "backends": {}}
+    src = write_corpus(args.work / "corpus.parquet", args.docs, seed=11)
     kinds = ["fp32"] if args.no_int8 else ["fp32", "int8"]
     arms, where, exports = {}, {}, {}
     for name, geometry in GEOMETRIES.items():  # one export at a time, each in its own process
         layer = geometry["layer"]
-        backbone, head = build(args.work, name, tokenizer_texts)
+        backbone, head = build(args.work, name, tokenizer_texts())
         for kind in kinds:
             bundle = args.work / name / f"bundle-{kind}"
             exports[(name, kind)] = export(backbone, head, layer, bundle, None if kind == "fp32" else kind)
@@ -155,14 +156,12 @@ def main() -> None:
                              for n in GEOMETRIES}
     results["corpus"] = {"docs": args.docs}
     results["seconds"] = time.perf_counter() - started
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "encoders_cpu.json").write_text(json.dumps(results, indent=1) + "\n")
-    (args.out / "encoders_cpu.md").write_text(markdown(results, kinds))
+    write_report(args.out, "encoders_cpu", results, markdown(results, kinds))
     print(markdown(results, kinds))
 
 
 def markdown(results: dict, kinds: list[str]) -> str:
-    from tommer.benchmarks.report import markdown_table
+    from tommer.benchmarks.lib.report import markdown_table
 
     lines = [f"Command: `{results['command']}`", "", f"Machine: {results['machine']['summary']}", "",
              f"Corpus: {results['corpus']['docs']} synthetic documents; random weights of the real shapes, cut at "
