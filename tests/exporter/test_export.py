@@ -225,7 +225,8 @@ def test_real_head_on_wide_random_backbone(real_head_dir, tmp_path):
     The folder bears the name of the LLM the head names (a local copy of it, as far as the
     exporter can tell), so the head-backbone check lets it through."""
     backbone = make_backbone(tmp_path / "Llama-3.2-1B", "llama", num_layers=8, hidden_size=2048, intermediate_size=64,
-                             num_attention_heads=2, num_key_value_heads=1, vocab_size=512)
+                             num_attention_heads=2, num_key_value_heads=1, vocab_size=512,
+                             max_position_embeddings=128)  # windows of 128: the window-long validation text stays short
     manifest = export(backbone, real_head_dir, tmp_path / "b", layer=6)
     assert manifest.band_width == 26 and manifest.backbone.num_layers_kept == 7
     assert manifest.validation["max_abs_error"] <= 1e-4 and manifest.validation["exact_match_rate"] == 1.0

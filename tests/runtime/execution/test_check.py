@@ -176,6 +176,7 @@ def test_check_cli_exits_nonzero_on_the_planted_fallback(monkeypatch, tiny_bundl
 
         def __init__(self, folder, options):
             self.options = dataclasses.replace(options, max_tokens=64)
+            self.max_tokens = 64
             os.write(2, _log("cuda_planted_fallback.txt").encode())
 
         def annotate(self, texts):
