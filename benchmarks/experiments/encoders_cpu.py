@@ -18,15 +18,13 @@ Writes ``benchmarks/results/encoders_cpu.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
 from pathlib import Path
 
+from tommer.benchmarks.lib.models import build_real_geometry, export_in_child
 from tommer.benchmarks.lib.report import RESULTS
-
-RANK, WINDOW = 64, 25
 
 GEOMETRIES: dict[str, dict] = {
     # FacebookAI/roberta-base config.json
@@ -48,44 +46,7 @@ GEOMETRIES: dict[str, dict] = {
 
 def build(work: Path, name: str, texts: list[str]) -> tuple[Path, Path]:
     """Backbone cut to layer + 1 blocks (real shapes, random weights) and a random head naming it."""
-    from tommer.exporter.random_models import make_backbone, make_head
-
-    geometry = GEOMETRIES[name]
-    fields = dict(geometry["config"])
-    fields.pop("num_hidden_layers")
-    vocab = fields.pop("vocab_size")
-    layer = geometry["layer"]
-    backbone, head = work / name / name, work / name / "head"  # the folder bears the LLM's name
-    if not (backbone / "config.json").exists():
-        make_backbone(backbone, geometry["model_type"], num_layers=layer + 1, vocab_size=vocab,
-                      tokenizer_texts=texts, **fields)
-    if not (head / "parameters").exists():
-        make_head(head, hidden_size=fields["hidden_size"], layer=layer, rank=RANK, sliding_window=WINDOW,
-                  llm_name=geometry["llm_name"])
-    return backbone, head
-
-
-def export(backbone: Path, head: Path, layer: int, out: Path, quantize: str | None) -> dict:
-    """One export in a fresh process (its memory returns after); its manifest's validation and timing."""
-    import subprocess
-
-    if not (out / "tommer.json").exists():
-        code = ("import json, sys\nfrom tommer.exporter.export import export_bundle\n"
-                "from tommer.exporter.spec import ExportOptions\n"
-                "if __name__ == '__main__':\n"
-                "    export_bundle(ExportOptions(**json.loads(sys.argv[1])))\n")
-        args = dict(backbone=str(backbone), head=str(head), layer=layer, output=str(out), quantize=quantize,
-                    overwrite=True, quiet=True)
-        start = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise SystemExit(f"export of {backbone.name} ({quantize or 'fp32'}) failed:\n{proc.stderr[-4000:]}")
-        (out / "export_seconds.txt").write_text(f"{time.perf_counter() - start:.1f}\n")
-    manifest = json.loads((out / "tommer.json").read_text())
-    keys = ("max_abs_error", "exact_match_rate", "dice", "batch_invariance_max_abs_diff")
-    return {"export_seconds": float((out / "export_seconds.txt").read_text()),
-            "validation": {k: manifest["validation"].get(k) for k in keys},
-            "bundle_bytes": sum(p.stat().st_size for p in out.iterdir())}
+    return build_real_geometry(work, name, GEOMETRIES[name], GEOMETRIES[name]["layer"], texts)
 
 
 def main() -> None:
@@ -118,7 +79,7 @@ def main() -> None:
         backbone, head = build(args.work, name, tokenizer_texts())
         for kind in kinds:
             bundle = args.work / name / f"bundle-{kind}"
-            exports[(name, kind)] = export(backbone, head, layer, bundle, None if kind == "fp32" else kind)
+            exports[(name, kind)] = export_in_child(backbone, head, layer, bundle, None if kind == "fp32" else kind)
             print(f"exported {name} L{layer} {kind}: {exports[(name, kind)]}", flush=True)
             spec = {"name": f"onnx-{kind}", "bundle": str(bundle), "backbone": str(backbone), "head": str(head),
                     "layer": layer, "batch_tokens": args.batch_tokens, "threads": 0}

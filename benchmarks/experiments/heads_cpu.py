@@ -29,10 +29,10 @@ import sys
 import time
 from pathlib import Path
 
+from tommer.benchmarks.lib.models import build_real_geometry, export_in_child
 from tommer.benchmarks.lib.report import RESULTS
 
 PUBLISHED = Path(__file__).resolve().parents[2] / "exporter" / "data" / "published_heads.json"
-RANK, WINDOW = 64, 25
 
 LLAMA3_ROPE = {"rope_type": "llama3", "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                "original_max_position_embeddings": 8192}
@@ -109,44 +109,7 @@ def layer_of(name: str, layers: dict[str, int]) -> tuple[int, bool]:
 
 def build(work: Path, name: str, layer: int, texts: list[str]) -> tuple[Path, Path]:
     """Backbone cut to layer + 1 blocks (real shapes, random weights) and a random head naming it."""
-    from tommer.exporter.random_models import TINY_CONFIGS, make_backbone, make_head
-
-    geometry = GEOMETRIES[name]
-    fields = dict(geometry["config"])
-    leaking = set(TINY_CONFIGS.get(geometry["model_type"], {})) - set(fields)
-    assert not leaking, f"{name}: the tiny test configuration would set {sorted(leaking)}"
-    fields.pop("num_hidden_layers")
-    vocab = fields.pop("vocab_size")
-    backbone, head = work / name / name, work / name / "head"  # the folder bears the LLM's name
-    if not (backbone / "config.json").exists():
-        make_backbone(backbone, geometry["model_type"], num_layers=layer + 1, vocab_size=vocab,
-                      tokenizer_texts=texts, **fields)
-    if not (head / "parameters").exists():
-        make_head(head, hidden_size=fields["hidden_size"], layer=layer, rank=RANK, sliding_window=WINDOW,
-                  llm_name=geometry["llm_name"])
-    return backbone, head
-
-
-def export(backbone: Path, head: Path, layer: int, out: Path, quantize: str | None) -> dict:
-    """One export in a fresh process (its memory returns after); its manifest's validation and timing."""
-    import subprocess
-
-    if not (out / "tommer.json").exists():
-        code = ("import json, sys\nfrom tommer.exporter.export import export_bundle\n"
-                "from tommer.exporter.spec import ExportOptions\n"
-                "if __name__ == '__main__':\n"
-                "    export_bundle(ExportOptions(**json.loads(sys.argv[1])))\n")
-        args = dict(backbone=str(backbone), head=str(head), layer=layer, output=str(out), quantize=quantize,
-                    overwrite=True, quiet=True)
-        start = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise SystemExit(f"export of {backbone.name} ({quantize or 'fp32'}) failed:\n{proc.stderr[-4000:]}")
-        (out / "export_seconds.txt").write_text(f"{time.perf_counter() - start:.1f}\n")
-    manifest = json.loads((out / "tommer.json").read_text())
-    return {"export_seconds": float((out / "export_seconds.txt").read_text()),
-            "validation": {k: manifest["validation"].get(k) for k in ("max_abs_error", "exact_match_rate", "dice")},
-            "bundle_bytes": sum(p.stat().st_size for p in out.iterdir())}
+    return build_real_geometry(work, name, GEOMETRIES[name], layer, texts, check_tiny_fields=True)
 
 
 def oracle_errors(work: Path) -> dict[str, dict]:
@@ -235,7 +198,7 @@ def main() -> None:
         backbone, head = build(args.work, name, layer, tokenizer_texts())
         for kind in kinds:
             bundle = args.work / name / f"bundle-{kind}"
-            exports[f"{name} {kind}"] = export(backbone, head, layer, bundle, None if kind == "fp32" else kind)
+            exports[f"{name} {kind}"] = export_in_child(backbone, head, layer, bundle, None if kind == "fp32" else kind)
             print(f"exported {name} L{layer} {kind}: {exports[f'{name} {kind}']}", flush=True)
             spec = {"name": f"onnx-{kind}", "bundle": str(bundle), "backbone": str(backbone), "head": str(head),
                     "layer": layer, "batch_tokens": args.batch_tokens, "threads": 0}

@@ -114,3 +114,59 @@ def build_feed_bundle(folder: Path, vocab_size: int = 16000, band_width: int = 2
         write_manifest(tmp, manifest)
     read_manifest(folder)
     return folder
+
+
+REAL_GEOMETRY_RANK, REAL_GEOMETRY_WINDOW = 64, 25  # the published heads' rank and window
+
+
+def build_real_geometry(work: Path, name: str, geometry: dict, layer: int, texts: list[str],
+                        check_tiny_fields: bool = False) -> tuple[Path, Path]:
+    """A backbone of a real model's shapes (``geometry["config"]``, random weights) cut to ``layer + 1``
+    blocks, and a random head of the published rank and window naming it; built once per folder.
+
+    ``check_tiny_fields``: refuse a geometry that leaves a field to the tiny test configuration of
+    its family (``random_models.TINY_CONFIGS``), which would then shrink the real shapes.
+    """
+    from tommer.exporter.random_models import TINY_CONFIGS, make_backbone, make_head
+
+    fields = dict(geometry["config"])
+    if check_tiny_fields:
+        leaking = set(TINY_CONFIGS.get(geometry["model_type"], {})) - set(fields)
+        assert not leaking, f"{name}: the tiny test configuration would set {sorted(leaking)}"
+    fields.pop("num_hidden_layers")
+    vocab = fields.pop("vocab_size")
+    backbone, head = work / name / name, work / name / "head"  # the folder bears the LLM's name
+    if not (backbone / "config.json").exists():
+        make_backbone(backbone, geometry["model_type"], num_layers=layer + 1, vocab_size=vocab,
+                      tokenizer_texts=texts, **fields)
+    if not (head / "parameters").exists():
+        make_head(head, hidden_size=fields["hidden_size"], layer=layer, rank=REAL_GEOMETRY_RANK,
+                  sliding_window=REAL_GEOMETRY_WINDOW, llm_name=geometry["llm_name"])
+    return backbone, head
+
+
+def export_in_child(backbone: Path, head: Path, layer: int, out: Path, quantize: str | None) -> dict:
+    """One export in a fresh process (its memory returns after), done once per folder; its manifest's
+    validation figures, the export's seconds and the bundle's size."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    if not (out / "tommer.json").exists():
+        code = ("import json, sys\nfrom tommer.exporter.export import export_bundle\n"
+                "from tommer.exporter.spec import ExportOptions\n"
+                "if __name__ == '__main__':\n"
+                "    export_bundle(ExportOptions(**json.loads(sys.argv[1])))\n")
+        args = dict(backbone=str(backbone), head=str(head), layer=layer, output=str(out), quantize=quantize,
+                    overwrite=True, quiet=True)
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"export of {backbone.name} ({quantize or 'fp32'}) failed:\n{proc.stderr[-4000:]}")
+        (out / "export_seconds.txt").write_text(f"{time.perf_counter() - start:.1f}\n")
+    manifest = json.loads((out / "tommer.json").read_text())
+    keys = ("max_abs_error", "exact_match_rate", "dice", "batch_invariance_max_abs_diff")
+    return {"export_seconds": float((out / "export_seconds.txt").read_text()),
+            "validation": {k: manifest["validation"].get(k) for k in keys},
+            "bundle_bytes": sum(p.stat().st_size for p in out.iterdir())}
