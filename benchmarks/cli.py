@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ import typer
 
 from ..runtime.cli.common import Command, version_option
 from .lib.backends import ALL_BACKENDS, REFERENCE_BACKENDS
-from .lib.machine import machine_summary
+from .lib.machine import machine_record
 
 DEFAULT_BACKENDS = "reference,reference-naive,onnx-fp32,onnx-int8"
 DEFAULT_OUT = Path("tommer-bench-results")  # ignored by git: never the committed benchmarks/results
@@ -71,9 +70,8 @@ def bench(
     src = corpus or write_corpus(work / "corpus.parquet", synthetic, seed)
     results: dict[str, Any] = {"command": "tommer-bench " + " ".join(sys.argv[1:]), "backends": {}}
     peaks = matmul_peaks(threads=threads)
-    peak = max(peaks.values())
-    results["machine"] = {"summary": machine_summary(peak), "matmul_fp32_peak_flops": peak,
-                          "matmul_fp32_flops_by_library": peaks, "python": platform.python_version()}
+    results["machine"] = machine_record(peaks)
+    peak = results["machine"]["matmul_fp32_peak_flops"]
     base = {"backbone": backbone, "head": manifest.head.source, "layer": manifest.head.layer,
             "batch_tokens": batch_tokens, "threads": threads}
     specs, runs = {}, {}

@@ -18,7 +18,6 @@ Writes ``benchmarks/results/encoders_cpu.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from pathlib import Path
@@ -61,7 +60,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from tommer.benchmarks.lib.corpus import tokenizer_texts, write_corpus
-    from tommer.benchmarks.lib.machine import machine_summary
+    from tommer.benchmarks.lib.machine import machine_record
     from tommer.benchmarks.lib.metrics import alternating_rounds, matmul_peaks, paired_ratios
     from tommer.benchmarks.lib.report import write_report
     from tommer.benchmarks.lib.runs import figures, read_spans, run_worker
@@ -87,9 +86,8 @@ def main() -> None:
             arms[(name, kind)] = (lambda spec=spec, dst=dst: run_worker(spec, src, dst))
             where[(name, kind)] = (backbone, bundle)
     peaks = matmul_peaks()
-    peak = max(peaks.values())
-    results["machine"] = {"summary": machine_summary(peak), "matmul_fp32_peak_flops": peak,
-                          "matmul_fp32_flops_by_library": peaks, "python": platform.python_version()}
+    results["machine"] = machine_record(peaks)
+    peak = results["machine"]["matmul_fp32_peak_flops"]
     runs = alternating_rounds({key: (lambda f=f, key=key: (print(f"run {key}", flush=True), f())[1])
                                for key, f in arms.items()}, args.rounds)
     rows: dict = {}

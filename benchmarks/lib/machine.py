@@ -28,3 +28,13 @@ def with_onnxruntime() -> str:
     import onnxruntime as ort
 
     return f"{machine_summary()}; onnxruntime {ort.__version__}"
+
+
+def machine_record(peaks: dict[str, float]) -> dict:
+    """The ``machine`` entry of a CPU benchmark's results from its measured fp32 matmul peaks (by library):
+    the one-line summary, the best peak, every library's, and the Python version."""
+    import platform
+
+    peak = max(peaks.values())
+    return {"summary": machine_summary(peak), "matmul_fp32_peak_flops": peak, "matmul_fp32_flops_by_library": peaks,
+            "python": platform.python_version()}
