@@ -345,7 +345,7 @@ def _plan(manifest, options: AnnotateOptions, source: str, output: str, run: Run
     targets: list[_Target] = []
     kept: list[str] = []
     first: tuple[InputFile, pa.Schema] | None = None  # every file to read must match the first one
-    fingerprint = run_fingerprint(manifest, options, dataclasses.replace(run, chunk_rows=None), Selection())
+    fingerprint = run_fingerprint(manifest, options, run, Selection())  # what a finished folder records drops the chunking
     record = output_record(manifest, options)
     for f in files:
         folder = out / (f.relative_to(root) if root is not None else f.name)
